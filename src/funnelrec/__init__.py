@@ -1,0 +1,25 @@
+"""funnelrec: funnel-aware e-commerce recommendations.
+
+The library stays quiet by default: it logs through loguru but disables its own
+logger until an application (the CLI, a notebook) calls ``funnelrec.enable_logging()``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from loguru import logger
+
+__version__ = "0.1.0"
+
+logger.disable("funnelrec")
+
+
+def enable_logging(level: str = "INFO") -> None:
+    """Show funnelrec's log lines on stderr at ``level`` and above."""
+    logger.enable("funnelrec")
+    logger.remove()
+    logger.add(sys.stderr, level=level, format="<green>{time:HH:mm:ss}</green> | <level>{level: <7}</level> | {message}")
+
+
+__all__ = ["__version__", "enable_logging"]

@@ -1,0 +1,545 @@
+"""The one Recommender interface, the model registry and the shared top-k ranker.
+
+Template method: the public methods (``fit``, ``recommend*``, ``get_similar_items``, ``save``,
+``load``) handle external ids, argument checks, cold start and seen-item masking; a model
+implements the private hooks, which see dense index arrays only:
+
+- ``_fit(data)``: learn from :class:`~funnelrec.data.encoding.Interactions`;
+- ``_score_users(user_idx)``: dense scores ``[len(user_idx), n_items]``;
+- ``_score_sessions(sessions)``: dense scores for live sessions (:class:`Sequences` of indices);
+- ``_score_similar(item_idx)``: dense item-to-item scores (defaults to cosine over
+  ``_item_vectors()`` when a model has item vectors);
+- ``_get_state()`` / ``_set_state(arrays)``: learned arrays for save/load (npz, no pickle).
+
+Cold-start policy: a visitor unknown to the model gets popular items, boosted to the categories
+of the live session when one is given; the result's ``is_fallback`` says so. A live session made
+only of unknown items is answered the same way.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from loguru import logger
+
+from funnelrec import __version__
+from funnelrec.data.encoding import IdMap, Interactions, Sequences
+from funnelrec.data.schema import CATEGORY_ID, ITEM_ID, validate_events
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+STATE_FILE = "state.npz"
+#: Upper bound on floats held by one dense score block (users x items) while ranking.
+SCORE_BLOCK_FLOATS = 1 << 24
+
+
+class NotFittedError(RuntimeError):
+    """A model (or feature extractor) was used before ``fit``."""
+
+
+class ArtifactError(ValueError):
+    """A saved model cannot be read: missing, corrupted or written by a newer funnelrec."""
+
+
+class RecommendationList(list):
+    """``[(item_id, score), ...]``, best first, plus where the answer came from.
+
+    ``is_fallback`` is True when the model could not personalise (unknown visitor, a session of
+    unknown items) and answered with popular items instead.
+    """
+
+    def __init__(self, pairs: Iterable[tuple[int, float]] = (), *, is_fallback: bool = False) -> None:
+        super().__init__(pairs)
+        self.is_fallback = is_fallback
+
+    @property
+    def item_ids(self) -> list[int]:
+        return [item_id for item_id, _ in self]
+
+
+# --------------------------------------------------------------------------- ranking
+def mask_rows(scores: np.ndarray, rows: sp.csr_matrix, value: float = -np.inf) -> None:
+    """Set ``scores[i, j] = value`` for every stored entry ``(i, j)`` of the CSR ``rows`` (in place)."""
+    if rows.nnz == 0:
+        return
+    row_of_entry = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
+    scores[row_of_entry, rows.indices] = value
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` columns per row, best first: ``(idx, scores)``.
+
+    Uses ``argpartition`` then sorts only the ``k`` winners. Ties are ordered by column index (a
+    stable, deterministic rule). Entries scoring ``-inf`` (masked) come back as index ``-1``.
+    """
+    n_rows, n_cols = scores.shape
+    k = min(k, n_cols)
+    if k <= 0:
+        return np.empty((n_rows, 0), np.int64), np.empty((n_rows, 0), np.float32)
+    if k < n_cols:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(n_cols), (n_rows, n_cols))
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -part_scores), axis=1)
+    idx = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    top_scores = np.take_along_axis(part_scores, order, axis=1).astype(np.float32)
+    idx[~np.isfinite(top_scores) & (top_scores < 0)] = -1
+    return idx, top_scores
+
+
+def rank_in_batches(
+    score_fn: Callable[[np.ndarray], np.ndarray],
+    rows: np.ndarray,
+    k: int,
+    n_items: int,
+    exclude: sp.csr_matrix | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The shared batched ranker: score blocks of ``rows``, mask ``exclude[rows]``, keep top ``k``.
+
+    ``score_fn(block_rows)`` returns dense scores ``[len(block_rows), n_items]``. Blocks are sized
+    so a score block stays under :data:`SCORE_BLOCK_FLOATS` floats.
+    """
+    k = min(k, n_items)
+    out_idx = np.full((len(rows), k), -1, dtype=np.int64)
+    out_scores = np.full((len(rows), k), -np.inf, dtype=np.float32)
+    block = max(1, SCORE_BLOCK_FLOATS // max(n_items, 1))
+    for start in range(0, len(rows), block):
+        block_rows = rows[start : start + block]
+        scores = np.array(score_fn(block_rows), dtype=np.float32, copy=True)
+        if exclude is not None:
+            mask_rows(scores, exclude[block_rows])
+        idx, sc = top_k(scores, k)
+        out_idx[start : start + len(block_rows)] = idx
+        out_scores[start : start + len(block_rows)] = sc
+    return out_idx, out_scores
+
+
+def cosine_similar(vectors: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
+    """Cosine similarity of ``vectors[item_idx]`` against all ``vectors``."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = vectors / np.maximum(norms, 1e-12)
+    return unit[item_idx] @ unit.T
+
+
+# --------------------------------------------------------------------------- registry
+REGISTRY: dict[str, type[Recommender]] = {}
+R = TypeVar("R", bound="Recommender")
+
+
+def register(key: str) -> Callable[[type[R]], type[R]]:
+    """Class decorator: make a model available to the CLI and to :meth:`Recommender.load`."""
+
+    def decorator(cls: type[R]) -> type[R]:
+        if key in REGISTRY and REGISTRY[key] is not cls:
+            raise ValueError(f"model key {key!r} is already registered to {REGISTRY[key].__name__}")
+        REGISTRY[key] = cls
+        cls.registry_key = key
+        return cls
+
+    return decorator
+
+
+def get_model_class(key: str) -> type[Recommender]:
+    """The registered class for ``key`` (importing every built-in model first)."""
+    import funnelrec.models  # noqa: F401  (registers the built-in models)
+
+    try:
+        return REGISTRY[key]
+    except KeyError:
+        raise KeyError(f"unknown model {key!r}; available: {sorted(REGISTRY)}") from None
+
+
+# --------------------------------------------------------------------------- the interface
+class Recommender(ABC):
+    """Base class of every funnelrec model. See the module docstring for the contract."""
+
+    registry_key: ClassVar[str] = ""
+    #: Display name reported by the Evaluator.
+    name: str = "Recommender"
+    #: Whether this model learns from the order of events (session/sequence models).
+    sequential: ClassVar[bool] = False
+
+    # learned state common to all models (set in fit)
+    item_map_: IdMap
+    visitor_map_: IdMap
+    user_items_: sp.csr_matrix
+    item_popularity_: np.ndarray
+    item_category_: np.ndarray
+
+    # ------------------------------------------------------------------ parameters
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [
+            p.name
+            for p in sig.parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments, read back from the attributes of the same names."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "item_map_")
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(train) first")
+
+    @property
+    def n_items(self) -> int:
+        self._check_fitted()
+        return len(self.item_map_)
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        """External item ids, in the order of the model's internal indices."""
+        self._check_fitted()
+        return self.item_map_.ids
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, events: pd.DataFrame, val_events: pd.DataFrame | None = None) -> Recommender:
+        """Learn from the training events (canonical frame). Refitting starts from scratch."""
+        validate_events(events, name="train events")
+        if len(events) == 0:
+            raise ValueError("cannot fit on an empty events frame")
+        if val_events is not None:
+            validate_events(val_events, name="validation events")
+        data = Interactions(events)
+        self.item_map_ = data.item_map
+        self.visitor_map_ = data.visitor_map
+        self.user_items_ = data.matrix
+        self.item_popularity_ = np.asarray(data.matrix.sum(axis=0)).ravel().astype(np.float32)
+        self.item_category_ = self._item_categories(events, data.item_map)
+        logger.info(
+            "Fitting {} on {:,} events ({:,} visitors x {:,} items)",
+            self.name, len(events), data.n_visitors, data.n_items,
+        )
+        self._fit(data, events, val_events)
+        return self
+
+    @staticmethod
+    def _item_categories(events: pd.DataFrame, item_map: IdMap) -> np.ndarray:
+        categories = np.full(len(item_map), -1, dtype=np.int64)
+        if CATEGORY_ID in events.columns:
+            known = events.loc[events[CATEGORY_ID].notna(), [ITEM_ID, CATEGORY_ID]]
+            known = known.drop_duplicates(ITEM_ID, keep="last")
+            idx = item_map.to_idx(known[ITEM_ID].to_numpy())
+            categories[idx] = known[CATEGORY_ID].to_numpy(dtype="int64")
+        return categories
+
+    @abstractmethod
+    def _fit(self, data: Interactions, events: pd.DataFrame, val_events: pd.DataFrame | None) -> None:
+        """Learn model state from index-encoded data (``events`` for models that need columns)."""
+
+    # ------------------------------------------------------------------ scoring hooks
+    @abstractmethod
+    def _score_users(self, user_idx: np.ndarray) -> np.ndarray:
+        """Dense scores ``[len(user_idx), n_items]`` for known visitors."""
+
+    @abstractmethod
+    def _score_sessions(self, sessions: Sequences) -> np.ndarray:
+        """Dense scores ``[len(sessions), n_items]`` for live sessions of known item indices."""
+
+    def _item_vectors(self) -> np.ndarray | None:
+        """Item embedding matrix ``[n_items, d]`` when the model has one."""
+        return None
+
+    def _score_similar(self, item_idx: np.ndarray) -> np.ndarray:
+        vectors = self._item_vectors()
+        if vectors is None:
+            raise NotImplementedError(f"{type(self).__name__} must implement _score_similar")
+        return cosine_similar(vectors, item_idx)
+
+    def _fallback_scores(self, n_rows: int, categories: np.ndarray | None = None) -> np.ndarray:
+        """Popularity in [0, 1); items of ``categories`` get +1 so they come first."""
+        pop = self.item_popularity_ / (self.item_popularity_.max() + 1.0)
+        scores = np.broadcast_to(pop, (n_rows, len(pop))).astype(np.float32)
+        if categories is not None and len(categories):
+            in_context = np.isin(self.item_category_, categories[categories >= 0])
+            scores = scores + in_context.astype(np.float32)
+        return scores
+
+    # ------------------------------------------------------------------ public scoring (indices)
+    def score_users(self, user_idx: np.ndarray) -> np.ndarray:
+        """Dense scores for known visitor indices (used by the Evaluator)."""
+        self._check_fitted()
+        return np.asarray(self._score_users(np.asarray(user_idx, dtype=np.int64)), dtype=np.float32)
+
+    def score_sessions(self, sessions: Sequences) -> np.ndarray:
+        """Dense scores for sessions of item indices; a session with no known item gets popularity."""
+        self._check_fitted()
+        lengths = sessions.lengths
+        scores = np.empty((len(sessions), self.n_items), dtype=np.float32)
+        has_items = lengths > 0
+        if has_items.any():
+            scores[has_items] = self._score_sessions(_subset(sessions, np.flatnonzero(has_items)))
+        if (~has_items).any():
+            scores[~has_items] = self._fallback_scores(int((~has_items).sum()))
+        return scores
+
+    # ------------------------------------------------------------------ public API (external ids)
+    @staticmethod
+    def _check_n(n_items: int) -> int:
+        if isinstance(n_items, bool) or not isinstance(n_items, int | np.integer) or n_items < 1:
+            raise ValueError(f"n_items must be a positive integer, got {n_items!r}")
+        return int(n_items)
+
+    def recommend_batch(
+        self, user_ids: Sequence[int] | np.ndarray, n_items: int = 10, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``n_items`` for many visitors: ``(item_ids [n_users, n], scores [n_users, n])``.
+
+        ``n`` is ``min(n_items, catalogue size)``. Unknown visitors get the popularity fallback.
+        Slots left empty (every remaining item was seen) hold item id -1 and score ``-inf``.
+        """
+        self._check_fitted()
+        n = self._check_n(n_items)
+        ids = np.asarray(user_ids)
+        if ids.ndim != 1:
+            raise ValueError(f"user_ids must be one-dimensional, got shape {ids.shape}")
+        user_idx = self.visitor_map_.to_idx(ids)
+        known = user_idx >= 0
+        k = min(n, self.n_items)
+        idx = np.full((len(ids), k), -1, dtype=np.int64)
+        scores = np.full((len(ids), k), -np.inf, dtype=np.float32)
+        if known.any():
+            idx[known], scores[known] = rank_in_batches(
+                self.score_users, user_idx[known], k, self.n_items,
+                self.user_items_ if exclude_seen else None,
+            )
+        if (~known).any():
+            fb_idx, fb_scores = top_k(self._fallback_scores(1), k)
+            idx[~known], scores[~known] = fb_idx[0], fb_scores[0]
+        item_ids = np.where(idx >= 0, self.item_map_.to_ids(np.maximum(idx, 0)), -1)
+        return item_ids, scores
+
+    def recommend(
+        self,
+        user_id: int,
+        n_items: int = 10,
+        exclude_seen: bool = True,
+        session_item_ids: Sequence[int] | None = None,
+    ) -> RecommendationList:
+        """Top ``n_items`` ``(item_id, score)`` for one visitor, best first.
+
+        An unknown visitor gets popular items; with ``session_item_ids`` (the live session)
+        those in the session's categories come first. ``is_fallback`` marks such answers.
+        """
+        self._check_fitted()
+        n = self._check_n(n_items)
+        if self.visitor_map_.to_idx([user_id])[0] < 0:
+            return self._fallback_list(n, session_item_ids)
+        item_ids, scores = self.recommend_batch([user_id], n, exclude_seen)
+        return _as_list(item_ids[0], scores[0])
+
+    def _fallback_list(self, n: int, session_item_ids: Sequence[int] | None = None) -> RecommendationList:
+        categories = None
+        if session_item_ids:
+            idx = self.item_map_.to_idx(np.asarray(list(session_item_ids)))
+            categories = np.unique(self.item_category_[idx[idx >= 0]])
+        idx, scores = top_k(self._fallback_scores(1, categories), n)
+        return _as_list(self.item_map_.to_ids(idx[0][idx[0] >= 0]), scores[0][idx[0] >= 0], fallback=True)
+
+    def recommend_by_item_ids(
+        self, item_ids: Sequence[int], n_items: int = 10, exclude_seen: bool = False
+    ) -> RecommendationList:
+        """Recommendations for a live session (items in the order they were seen).
+
+        Items unknown to the model are ignored; if none is known the answer is the popularity
+        fallback (``is_fallback``). ``exclude_seen`` removes the session's own items; it is off
+        by default because repeat views are real next items in e-commerce logs.
+        """
+        self._check_fitted()
+        n = self._check_n(n_items)
+        if isinstance(item_ids, str | bytes) or not isinstance(item_ids, Iterable):
+            raise ValueError(f"item_ids must be a sequence of item ids, got {item_ids!r}")
+        raw = np.asarray(list(item_ids))
+        if raw.size and not np.issubdtype(raw.dtype, np.integer):
+            raise ValueError(f"item_ids must be integers, got {raw[:3].tolist()}")
+        idx = self.item_map_.to_idx(raw)
+        known = idx[idx >= 0]
+        if known.size == 0:
+            return self._fallback_list(n, raw.tolist())
+        sessions = Sequences(known, np.array([0, known.size], dtype=np.int64), np.zeros(1, np.int64))
+        scores = self.score_sessions(sessions)
+        if exclude_seen:
+            scores[0, known] = -np.inf
+        top_idx, top_scores = top_k(scores, n)
+        return _as_list(*_valid(self, top_idx[0], top_scores[0]))
+
+    def get_similar_items(self, item_id: int, n_items: int = 10) -> RecommendationList:
+        """Items most similar to ``item_id`` (itself excluded). Unknown item: ``KeyError``."""
+        self._check_fitted()
+        n = self._check_n(n_items)
+        idx = self.item_map_.to_idx([item_id])[0]
+        if idx < 0:
+            raise KeyError(f"item {item_id!r} is not in {self.name}'s catalogue ({self.n_items} items)")
+        scores = np.array(self._score_similar(np.array([idx])), dtype=np.float32)
+        scores[0, idx] = -np.inf
+        top_idx, top_scores = top_k(scores, n)
+        return _as_list(*_valid(self, top_idx[0], top_scores[0]))
+
+    # ------------------------------------------------------------------ persistence
+    def _get_state(self) -> dict[str, np.ndarray]:
+        """Model-specific learned arrays to save (names must not start with ``base_``)."""
+        return {}
+
+    def _set_state(self, arrays: dict[str, np.ndarray], path: Path) -> None:
+        """Restore model-specific state from ``arrays`` (and extra files under ``path``)."""
+
+    def _write_extra(self, path: Path) -> None:
+        """Write extra files (torch state dicts, FAISS indexes) into the folder being saved."""
+
+    def save(self, path: str | Path) -> Path:
+        """Save to the folder ``path`` atomically: written beside it, then renamed into place.
+
+        ``config.json`` holds the class, parameters, format and library version; arrays go to
+        ``state.npz``. A crash mid-save never leaves a half-written model at ``path``.
+        """
+        self._check_fitted()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        try:
+            config = {
+                "format_version": FORMAT_VERSION,
+                "funnelrec_version": __version__,
+                "model": self.registry_key,
+                "class": type(self).__name__,
+                "name": self.name,
+                "params": _jsonable(self.get_params()),
+            }
+            ui = self.user_items_.tocsr()
+            arrays = {
+                "base_item_ids": self.item_map_.ids,
+                "base_visitor_ids": self.visitor_map_.ids,
+                "base_item_popularity": self.item_popularity_,
+                "base_item_category": self.item_category_,
+                "base_ui_data": ui.data,
+                "base_ui_indices": ui.indices,
+                "base_ui_indptr": ui.indptr,
+            }
+            state = self._get_state()
+            clash = [k for k in state if k.startswith("base_")]
+            if clash:
+                raise ValueError(f"model state keys must not start with 'base_': {clash}")
+            np.savez(tmp / STATE_FILE, **arrays, **state)
+            self._write_extra(tmp)
+            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+            _replace_dir(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        logger.info("Saved {} to {}", self.name, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recommender:
+        """Load a model saved by :meth:`save`. ``Recommender.load`` picks the class from the file."""
+        path = Path(path)
+        config_path = path / CONFIG_FILE
+        if not config_path.is_file():
+            raise ArtifactError(f"no model at {path}: {config_path} does not exist")
+        try:
+            config = json.loads(config_path.read_text())
+            version = int(config["format_version"])
+            key = config["model"]
+            params = config["params"]
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{config_path} is corrupted: {exc}") from exc
+        if version > FORMAT_VERSION:
+            raise ArtifactError(
+                f"{config_path} has format version {version}, newer than this funnelrec "
+                f"({__version__}) reads ({FORMAT_VERSION}); upgrade funnelrec"
+            )
+        model_cls = get_model_class(key)
+        if not issubclass(model_cls, cls):
+            raise ArtifactError(f"{path} holds a {model_cls.__name__}, not a {cls.__name__}")
+        model = model_cls(**params)
+        state_path = path / STATE_FILE
+        try:
+            with np.load(state_path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+            model.item_map_ = IdMap(arrays.pop("base_item_ids"))
+            model.visitor_map_ = IdMap(arrays.pop("base_visitor_ids"))
+            model.item_popularity_ = arrays.pop("base_item_popularity")
+            model.item_category_ = arrays.pop("base_item_category")
+            model.user_items_ = sp.csr_matrix(
+                (arrays.pop("base_ui_data"), arrays.pop("base_ui_indices"), arrays.pop("base_ui_indptr")),
+                shape=(len(model.visitor_map_), len(model.item_map_)),
+            )
+            model._set_state(arrays, path)
+        except ArtifactError:
+            raise
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            raise ArtifactError(f"{state_path} (or a file beside it) is corrupted or incomplete: {exc}") from exc
+        if "name" in config:
+            model.name = config["name"]
+        return model
+
+
+# --------------------------------------------------------------------------- helpers
+def _subset(sessions: Sequences, rows: np.ndarray) -> Sequences:
+    lengths = sessions.lengths[rows]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    starts = sessions.offsets[rows]
+    take = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+    return Sequences(sessions.items[take], offsets, sessions.keys[rows])
+
+
+def _valid(model: Recommender, idx: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = idx >= 0
+    return model.item_map_.to_ids(idx[keep]), scores[keep]
+
+
+def _as_list(item_ids: np.ndarray, scores: np.ndarray, fallback: bool = False) -> RecommendationList:
+    keep = np.asarray(item_ids) >= 0
+    return RecommendationList(
+        zip(np.asarray(item_ids)[keep].tolist(), np.asarray(scores, dtype=float)[keep].tolist(), strict=True),
+        is_fallback=fallback,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise TypeError(f"parameter value {value!r} cannot be saved as JSON")
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move the folder ``new`` to ``target``, replacing an existing one with a minimal window."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(new, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, target)
