@@ -10,6 +10,7 @@ from funnelrec.data.schema import (
     EVENT,
     ITEM_ID,
     SESSION_ID,
+    TIMESTAMP,
     VISITOR_ID,
     timestamp_ms,
     validate_events,
