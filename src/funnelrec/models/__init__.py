@@ -9,8 +9,12 @@ from funnelrec.models.base import (
     get_model_class,
 )
 from funnelrec.models.baselines.popular import PopularItemsRecommender
+from funnelrec.models.collaborative.als import ALSRecommender
+from funnelrec.models.content.item2vec import Item2VecRecommender
 
 __all__ = [
+    "ALSRecommender",
+    "Item2VecRecommender",
     "REGISTRY",
     "ArtifactError",
     "NotFittedError",

@@ -1,0 +1,150 @@
+"""Item2Vec (Barkan & Koenigstein 2016): skip-gram with negative sampling over sessions."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pandas as pd
+
+from funnelrec.data.encoding import Interactions, Sequences
+from funnelrec.models.base import Recommender, register
+
+
+def _stable_hash(token: object) -> int:
+    # gensim seeds each vector with hashfxn(token + seed); the builtin str hash changes between
+    # processes unless PYTHONHASHSEED is fixed, so use a hash that never does.
+    return zlib.crc32(str(token).encode())
+
+
+def _position_weights(lengths: np.ndarray, decay: float) -> np.ndarray:
+    """Weight ``decay ** (steps from the end)`` for every position of flat sequences."""
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    pos_from_end = np.repeat(offsets[1:], lengths) - np.arange(offsets[-1]) - 1
+    return np.power(decay, pos_from_end).astype(np.float32)
+
+
+@register("item2vec")
+class Item2VecRecommender(Recommender):
+    """Item embeddings learned from sessions with gensim's Word2Vec (skip-gram, negative sampling).
+
+    Parameters
+    ----------
+    embedding_dim, window, epochs, min_count, negative, ns_exponent:
+        As in :class:`gensim.models.Word2Vec` (``ns_exponent`` matters for recommendation:
+        Caselles-Dupré et al. 2018). Items below ``min_count`` get no vector.
+    history_length:
+        A visitor is the recency-weighted mean of their last ``history_length`` item vectors.
+    recency_decay:
+        Weight ``recency_decay ** k`` for the item ``k`` steps before the last one.
+    seed:
+        Training seed (``None``: ``settings.random_seed``). Training uses one worker thread so
+        the result is reproducible; vectors are seeded with a process-independent hash.
+    """
+
+    name = "Item2Vec"
+    sequential = True
+
+    def __init__(
+        self,
+        embedding_dim: int = 64,
+        window: int = 5,
+        epochs: int = 5,
+        min_count: int = 1,
+        negative: int = 10,
+        ns_exponent: float = 0.75,
+        history_length: int = 20,
+        recency_decay: float = 0.8,
+        seed: int | None = None,
+    ) -> None:
+        for arg, value in (("embedding_dim", embedding_dim), ("window", window), ("epochs", epochs),
+                           ("min_count", min_count), ("negative", negative),
+                           ("history_length", history_length)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+        if not 0 < recency_decay <= 1:
+            raise ValueError(f"recency_decay must be in (0, 1], got {recency_decay}")
+        self.embedding_dim = embedding_dim
+        self.window = window
+        self.epochs = epochs
+        self.min_count = min_count
+        self.negative = negative
+        self.ns_exponent = ns_exponent
+        self.history_length = history_length
+        self.recency_decay = recency_decay
+        self.seed = seed
+
+    def _fit(self, data: Interactions, events: pd.DataFrame, val_events: pd.DataFrame | None) -> None:
+        from gensim.models import Word2Vec
+
+        from funnelrec.config import settings
+
+        sessions = data.session_sequences() if "session_id" in events.columns else data.visitor_sequences()
+        corpus = [s for s in sessions.to_lists() if len(s) > 1]
+        if not corpus:
+            raise ValueError("Item2Vec needs sessions with at least two events to learn from")
+        w2v = Word2Vec(
+            sentences=corpus,
+            vector_size=self.embedding_dim,
+            window=self.window,
+            min_count=self.min_count,
+            sg=1,
+            negative=self.negative,
+            ns_exponent=self.ns_exponent,
+            epochs=self.epochs,
+            workers=1,
+            seed=settings.random_seed if self.seed is None else self.seed,
+            hashfxn=_stable_hash,
+            sample=0,
+        )
+        vectors = np.zeros((data.n_items, self.embedding_dim), dtype=np.float32)
+        vocab = np.fromiter(w2v.wv.index_to_key, dtype=np.int64, count=len(w2v.wv.index_to_key))
+        vectors[vocab] = w2v.wv.vectors
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        self.item_vectors_ = vectors / np.maximum(norms, 1e-12)
+        self.has_vector_ = norms.ravel() > 0
+        history = data.visitor_sequences().tails(self.history_length)
+        self.history_items_, self.history_offsets_ = history.items, history.offsets
+
+    def _pooled(self, items: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        weights = _position_weights(lengths, self.recency_decay) * self.has_vector_[items]
+        rows = np.repeat(np.arange(len(lengths)), lengths)
+        pooled = np.zeros((len(lengths), self.embedding_dim), dtype=np.float32)
+        np.add.at(pooled, rows, self.item_vectors_[items] * weights[:, None])
+        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+
+    def _scores_or_fallback(self, pooled: np.ndarray) -> np.ndarray:
+        scores = pooled @ self.item_vectors_.T
+        # no item of the query has a vector: popularity, not a row of zeros
+        empty = ~pooled.any(axis=1)
+        if empty.any():
+            scores[empty] = self._fallback_scores(int(empty.sum()))
+        return scores
+
+    def _score_users(self, user_idx: np.ndarray) -> np.ndarray:
+        starts, ends = self.history_offsets_[user_idx], self.history_offsets_[user_idx + 1]
+        lengths = ends - starts
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        take = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return self._scores_or_fallback(self._pooled(self.history_items_[take], lengths))
+
+    def _score_sessions(self, sessions: Sequences) -> np.ndarray:
+        tails = sessions.tails(self.history_length)
+        return self._scores_or_fallback(self._pooled(tails.items, tails.lengths))
+
+    def _item_vectors(self) -> np.ndarray:
+        return self.item_vectors_
+
+    def _get_state(self) -> dict[str, np.ndarray]:
+        return {
+            "item_vectors": self.item_vectors_,
+            "has_vector": self.has_vector_,
+            "history_items": self.history_items_,
+            "history_offsets": self.history_offsets_,
+        }
+
+    def _set_state(self, arrays, path) -> None:
+        self.item_vectors_ = arrays["item_vectors"]
+        self.has_vector_ = arrays["has_vector"]
+        self.history_items_ = arrays["history_items"]
+        self.history_offsets_ = arrays["history_offsets"]

@@ -1,0 +1,240 @@
+"""The one training loop of every PyTorch model (GRU4Rec, SASRec, Two-Tower).
+
+A subclass provides the network and its batches; this base class does the rest: seeding,
+device selection, epochs, the optimiser step, a NaN-loss check, a tqdm bar with the running
+loss, a per-epoch log line, early stopping on a validation frame, and safe persistence (weights
+in safetensors, never pickle).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from abc import abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from loguru import logger
+from torch import nn
+from tqdm.auto import tqdm
+
+from funnelrec.data.encoding import Interactions, Sequences, sequences_from_sorted
+from funnelrec.data.schema import ITEM_ID, SESSION_ID, timestamp_ms
+from funnelrec.models.base import ArtifactError, Recommender
+
+WEIGHTS_FILE = "weights.safetensors"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002  (third-party code may still use the global state)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``None``/``"auto"``: the settings' device, ``cuda`` when available, else ``cpu``."""
+    from funnelrec.config import settings
+
+    name = settings.resolve_device() if device in (None, "auto") else device
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def validation_sessions(model: Recommender, events: pd.DataFrame) -> Sequences:
+    """Sessions of ``events`` as sequences of the model's item indices (unknown items dropped)."""
+    ts = timestamp_ms(events)
+    order = np.lexsort((ts, events[SESSION_ID].to_numpy()))
+    idx = model.item_map_.to_idx(events[ITEM_ID].to_numpy()[order])
+    keys = events[SESSION_ID].to_numpy()[order]
+    keep = idx >= 0
+    return sequences_from_sorted(keys[keep], idx[keep])
+
+
+def next_item_mrr(model: Recommender, sessions: Sequences, cutoff: int = 20, max_events: int = 5000) -> float:
+    """MRR@cutoff of predicting each next item from its prefix (ties counted against the model).
+
+    A quick validation signal for early stopping; the Evaluator is the reference protocol.
+    """
+    lengths = sessions.lengths
+    n_targets = np.maximum(lengths - 1, 0)
+    total = int(n_targets.sum())
+    if total == 0:
+        return 0.0
+    session_of = np.repeat(np.arange(len(sessions)), n_targets)
+    pos = np.arange(total) - np.repeat(np.cumsum(n_targets) - n_targets, n_targets) + 1
+    if total > max_events:  # a fixed subsample keeps validation cheap
+        pick = np.random.default_rng(0).choice(total, max_events, replace=False)
+        session_of, pos = session_of[pick], pos[pick]
+    starts = sessions.offsets[session_of]
+    targets = sessions.items[starts + pos]
+    offsets = np.concatenate([[0], np.cumsum(pos)]).astype(np.int64)
+    take = np.repeat(starts - offsets[:-1], pos) + np.arange(offsets[-1])
+    prefixes = Sequences(sessions.items[take], offsets, np.arange(len(pos)))
+    rr = []
+    for lo in range(0, len(pos), 512):
+        hi = min(lo + 512, len(pos))
+        block = Sequences(
+            prefixes.items[offsets[lo] : offsets[hi]], offsets[lo : hi + 1] - offsets[lo], np.arange(hi - lo)
+        )
+        scores = model.score_sessions(block)
+        target_scores = scores[np.arange(hi - lo), targets[lo:hi]]
+        rank = (scores >= target_scores[:, None]).sum(axis=1)  # ties against the model
+        rr.append(np.where(rank <= cutoff, 1.0 / rank, 0.0))
+    return float(np.concatenate(rr).mean())
+
+
+class TorchRecommender(Recommender):
+    """Base class of the PyTorch models: the training loop and persistence.
+
+    Subclasses set their hyperparameters (including ``learning_rate``, ``batch_size``,
+    ``epochs``, ``seed``, ``device``, ``patience``, ``show_progress``) and implement
+    :meth:`_build_network`, :meth:`_prepare_training`, :meth:`_batches`, :meth:`_loss`, and the
+    scoring hooks of :class:`Recommender`.
+    """
+
+    # defaults for subclasses that do not take these as arguments
+    seed: int | None = None
+    device: str | None = "auto"
+    patience: int = 2
+    show_progress: bool = True
+    grad_clip: float | None = 5.0
+
+    net_: nn.Module
+
+    # ---------------------------------------------------------------- subclass hooks
+    @abstractmethod
+    def _build_network(self) -> nn.Module:
+        """A fresh network for ``self.n_items`` (and any state set in :meth:`_prepare_training`)."""
+
+    @abstractmethod
+    def _prepare_training(self, data: Interactions, events: pd.DataFrame) -> None:
+        """Derive training arrays (sequences, sampling tables) from the training data."""
+
+    @abstractmethod
+    def _batches(self, rng: np.random.Generator) -> Iterator[Any]:
+        """Yield the training batches of one epoch."""
+
+    @abstractmethod
+    def _loss(self, batch: Any) -> torch.Tensor:
+        """Scalar training loss of one batch (the network is in training mode)."""
+
+    def _n_batches(self) -> int | None:
+        """Number of batches per epoch, for the progress bar (``None`` if unknown)."""
+        return None
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.net_.parameters(), lr=self.learning_rate)
+
+    def _on_epoch_start(self, epoch: int) -> None:
+        """Called before each epoch (e.g. to reset recurrent state)."""
+
+    def _model_arrays(self) -> dict[str, np.ndarray]:
+        """Learned arrays besides the weights (e.g. visitors' last sessions) to save."""
+        return {}
+
+    def _restore_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`_model_arrays` saved; called before :meth:`_build_network`."""
+
+    # ---------------------------------------------------------------- the loop
+    def _fit(self, data: Interactions, events: pd.DataFrame, val_events: pd.DataFrame | None) -> None:
+        from funnelrec.config import settings
+
+        seed = settings.random_seed if self.seed is None else self.seed
+        seed_everything(seed)
+        rng = np.random.default_rng(seed)
+        self.device_ = resolve_device(self.device)
+        self._prepare_training(data, events)
+        self.net_ = self._build_network().to(self.device_)
+        optimizer = self._make_optimizer()
+        val_sessions = None
+        if val_events is not None and len(val_events) and SESSION_ID in val_events.columns:
+            val_sessions = validation_sessions(self, val_events)
+        best_score, best_state, bad_epochs = -np.inf, None, 0
+        self.history_: list[dict[str, float]] = []
+        for epoch in range(1, self.epochs + 1):
+            self.net_.train()
+            self._on_epoch_start(epoch)
+            started, total_loss, n_seen = time.perf_counter(), 0.0, 0
+            bar = tqdm(
+                self._batches(rng), total=self._n_batches(), desc=f"{self.name} epoch {epoch}/{self.epochs}",
+                disable=not self.show_progress, leave=False, unit="batch",
+            )
+            for batch in bar:
+                loss = self._loss(batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"{self.name}: loss became {loss.item()} in epoch {epoch} after {n_seen} batches; "
+                        f"lower learning_rate (now {self.learning_rate})"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if self.grad_clip:
+                    nn.utils.clip_grad_norm_(self.net_.parameters(), self.grad_clip)
+                optimizer.step()
+                total_loss += loss.item()
+                n_seen += 1
+                if n_seen % 20 == 0:
+                    bar.set_postfix(loss=f"{total_loss / n_seen:.4f}")
+            bar.close()
+            record = {"epoch": epoch, "loss": total_loss / max(n_seen, 1), "seconds": time.perf_counter() - started}
+            if val_sessions is not None:
+                self.net_.eval()
+                record["val_mrr@20"] = next_item_mrr(self, val_sessions)
+            self.history_.append(record)
+            logger.info(
+                "{} epoch {}/{}: loss {:.4f}{} ({:.1f}s)", self.name, epoch, self.epochs, record["loss"],
+                f", val MRR@20 {record['val_mrr@20']:.4f}" if "val_mrr@20" in record else "", record["seconds"],
+            )
+            if val_sessions is not None:
+                if record["val_mrr@20"] > best_score:
+                    best_score, bad_epochs = record["val_mrr@20"], 0
+                    best_state = copy.deepcopy(self.net_.state_dict())
+                else:
+                    bad_epochs += 1
+                    if bad_epochs >= self.patience:
+                        logger.info("{}: early stop after epoch {} (best val MRR@20 {:.4f})", self.name, epoch, best_score)
+                        break
+        if best_state is not None:
+            self.net_.load_state_dict(best_state)
+        self.net_.eval()
+
+    # ---------------------------------------------------------------- inference helper
+    def _inference(self):
+        """Context for scoring: eval mode, no gradients."""
+        self.net_.eval()
+        return torch.inference_mode()
+
+    # ---------------------------------------------------------------- persistence
+    def _write_extra(self, path: Path) -> None:
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
+        save_file(state, str(path / WEIGHTS_FILE))
+
+    def _get_state(self) -> dict[str, np.ndarray]:
+        return self._model_arrays()
+
+    def _set_state(self, arrays: dict[str, np.ndarray], path: Path) -> None:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        self._restore_arrays(arrays)
+        self.device_ = resolve_device(self.device)
+        self.net_ = self._build_network()
+        weights = path / WEIGHTS_FILE
+        try:
+            state = load_file(str(weights))
+            self.net_.load_state_dict(state)
+        except (SafetensorError, FileNotFoundError, RuntimeError, OSError) as exc:
+            raise ArtifactError(f"{weights} is missing or corrupted: {exc}") from exc
+        self.net_.to(self.device_).eval()
+
+
+__all__ = ["TorchRecommender", "next_item_mrr", "resolve_device", "seed_everything", "validation_sessions"]
