@@ -106,6 +106,14 @@ class Sequences:
     def to_lists(self) -> list[list[int]]:
         return [arr.tolist() for arr in np.split(self.items, self.offsets[1:-1])] if len(self) else []
 
+    def take(self, rows: np.ndarray) -> Sequences:
+        """The sequences at positions ``rows`` (vectorised gather)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        lengths = self.lengths[rows]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        take = np.repeat(self.offsets[rows] - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return Sequences(self.items[take], offsets, self.keys[rows])
+
     def tails(self, max_length: int) -> Sequences:
         """The last ``max_length`` items of every sequence (vectorised)."""
         lengths = np.minimum(self.lengths, max_length)
@@ -199,3 +207,31 @@ class Interactions:
         s = self._session_sorted[order]
         starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]]) if len(s) else np.empty(0, np.int64)
         return self._visitor_sorted[order][starts]
+
+
+def expand_prefixes(sessions: Sequences) -> tuple[Sequences, np.ndarray, np.ndarray]:
+    """Every next-item prediction of every session: ``(prefixes, targets, session_row)``.
+
+    For a session ``[a, b, c]`` the prefixes are ``[a]`` and ``[a, b]`` with targets ``b`` and
+    ``c``. Vectorised; prefix ``j`` belongs to session row ``session_row[j]``.
+    """
+    lengths = sessions.lengths
+    n_targets = np.maximum(lengths - 1, 0)
+    total = int(n_targets.sum())
+    session_row = np.repeat(np.arange(len(sessions)), n_targets)
+    # position of the target within its session: 1 .. length-1
+    pos = np.arange(total) - np.repeat(np.cumsum(n_targets) - n_targets, n_targets) + 1
+    starts = sessions.offsets[:-1][session_row]
+    targets = sessions.items[starts + pos]
+    offsets = np.concatenate([[0], np.cumsum(pos)]).astype(np.int64)
+    take = np.repeat(starts - offsets[:-1], pos) + np.arange(offsets[-1])
+    prefixes = Sequences(sessions.items[take], offsets, np.arange(total))
+    return prefixes, targets, session_row
+
+
+def slice_sequences(sequences: Sequences, start: int, stop: int) -> Sequences:
+    """Rows ``start:stop`` as a new :class:`Sequences` (a view of the flat items)."""
+    lo, hi = sequences.offsets[start], sequences.offsets[stop]
+    return Sequences(
+        sequences.items[lo:hi], sequences.offsets[start : stop + 1] - lo, sequences.keys[start:stop]
+    )

@@ -291,7 +291,7 @@ class Recommender(ABC):
         scores = np.empty((len(sessions), self.n_items), dtype=np.float32)
         has_items = lengths > 0
         if has_items.any():
-            scores[has_items] = self._score_sessions(_subset(sessions, np.flatnonzero(has_items)))
+            scores[has_items] = self._score_sessions(sessions.take(np.flatnonzero(has_items)))
         if (~has_items).any():
             scores[~has_items] = self._fallback_scores(int((~has_items).sum()))
         return scores
@@ -498,14 +498,6 @@ class Recommender(ABC):
 
 
 # --------------------------------------------------------------------------- helpers
-def _subset(sessions: Sequences, rows: np.ndarray) -> Sequences:
-    lengths = sessions.lengths[rows]
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    starts = sessions.offsets[rows]
-    take = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-    return Sequences(sessions.items[take], offsets, sessions.keys[rows])
-
-
 def _valid(model: Recommender, idx: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keep = idx >= 0
     return model.item_map_.to_ids(idx[keep]), scores[keep]

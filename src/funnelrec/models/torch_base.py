@@ -23,7 +23,7 @@ from loguru import logger
 from torch import nn
 from tqdm.auto import tqdm
 
-from funnelrec.data.encoding import Interactions, Sequences, sequences_from_sorted
+from funnelrec.data.encoding import Interactions, Sequences, expand_prefixes, sequences_from_sorted
 from funnelrec.data.schema import ITEM_ID, SESSION_ID, timestamp_ms
 from funnelrec.models.base import ArtifactError, Recommender
 
@@ -60,31 +60,21 @@ def validation_sessions(model: Recommender, events: pd.DataFrame) -> Sequences:
 def next_item_mrr(model: Recommender, sessions: Sequences, cutoff: int = 20, max_events: int = 5000) -> float:
     """MRR@cutoff of predicting each next item from its prefix (ties counted against the model).
 
-    A quick validation signal for early stopping; the Evaluator is the reference protocol.
+    A quick validation signal for early stopping on a fixed subsample of at most ``max_events``
+    predictions; the Evaluator is the reference protocol.
     """
-    lengths = sessions.lengths
-    n_targets = np.maximum(lengths - 1, 0)
-    total = int(n_targets.sum())
-    if total == 0:
+    prefixes, targets, _ = expand_prefixes(sessions)
+    if len(targets) == 0:
         return 0.0
-    session_of = np.repeat(np.arange(len(sessions)), n_targets)
-    pos = np.arange(total) - np.repeat(np.cumsum(n_targets) - n_targets, n_targets) + 1
-    if total > max_events:  # a fixed subsample keeps validation cheap
-        pick = np.random.default_rng(0).choice(total, max_events, replace=False)
-        session_of, pos = session_of[pick], pos[pick]
-    starts = sessions.offsets[session_of]
-    targets = sessions.items[starts + pos]
-    offsets = np.concatenate([[0], np.cumsum(pos)]).astype(np.int64)
-    take = np.repeat(starts - offsets[:-1], pos) + np.arange(offsets[-1])
-    prefixes = Sequences(sessions.items[take], offsets, np.arange(len(pos)))
+    rows = np.arange(len(targets))
+    if len(rows) > max_events:
+        rows = np.sort(np.random.default_rng(0).choice(len(rows), max_events, replace=False))
     rr = []
-    for lo in range(0, len(pos), 512):
-        hi = min(lo + 512, len(pos))
-        block = Sequences(
-            prefixes.items[offsets[lo] : offsets[hi]], offsets[lo : hi + 1] - offsets[lo], np.arange(hi - lo)
-        )
+    for lo in range(0, len(rows), 512):
+        block_rows = rows[lo : lo + 512]
+        block = prefixes.take(block_rows)
         scores = model.score_sessions(block)
-        target_scores = scores[np.arange(hi - lo), targets[lo:hi]]
+        target_scores = scores[np.arange(len(block_rows)), targets[block_rows]]
         rank = (scores >= target_scores[:, None]).sum(axis=1)  # ties against the model
         rr.append(np.where(rank <= cutoff, 1.0 / rank, 0.0))
     return float(np.concatenate(rr).mean())

@@ -251,6 +251,28 @@ def _event_codes(arr: pa.ChunkedArray) -> np.ndarray:
     return mapping[cat.codes]  # code -1 (null) picks the trailing -1
 
 
+def _duplicated(frame: pd.DataFrame) -> np.ndarray:
+    """``frame.duplicated(keep="first")``, fast: exact check only among rows whose numeric
+    columns hash alike (equal rows always hash alike, so nothing is missed)."""
+    h = np.zeros(len(frame), dtype=np.uint64)
+    for _, col in frame.items():
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            v = col.cat.codes.to_numpy().astype(np.int64)
+        elif isinstance(col.dtype, pd.Int64Dtype):
+            v = col.to_numpy(dtype=np.int64, na_value=-(2**63))
+        elif col.dtype == np.int64:
+            v = col.to_numpy()
+        else:
+            continue  # text: left to the exact check
+        h = (h ^ v.view(np.uint64)) * np.uint64(0x9E3779B97F4A7C15)
+        h ^= h >> np.uint64(31)
+    candidates = np.flatnonzero(pd.Series(h).duplicated(keep=False).to_numpy())
+    out = np.zeros(len(frame), dtype=bool)
+    if len(candidates):
+        out[candidates] = frame.iloc[candidates].duplicated(keep="first").to_numpy()
+    return out
+
+
 def _filter(arr: pa.ChunkedArray, keep: np.ndarray | None) -> pa.ChunkedArray:
     return arr if keep is None else arr.filter(pa.array(keep))
 
@@ -337,7 +359,8 @@ class RetailRocketLoader:
                 " / ".join(PROPERTY_FILES),
                 self.data_dir,
             )
-            return pd.array(np.full(len(item_ids), pd.NA), dtype="Int64")
+            n = len(item_ids)
+            return pd.arrays.IntegerArray(np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool))
         # One part present and the other absent is a broken download: name the missing one.
         cats = self._item_categories([self._require(name) for name in PROPERTY_FILES])
         idx = pd.Index(cats[ITEM_ID].to_numpy()).get_indexer(item_ids)
@@ -349,8 +372,10 @@ class RetailRocketLoader:
 
         def bad_value(cols: Columns) -> tuple[np.ndarray, str, str]:
             is_cat = categoryid_rows(cols)
-            _, empty, bad = _parse_int_text(cols["value"])
-            return is_cat & (bad | empty), "non-integer categoryid value", "value"
+            _, empty, bad = _parse_int_text(cols["value"].filter(pa.array(is_cat)))
+            out = np.zeros(len(is_cat), dtype=bool)
+            out[is_cat] = bad | empty
+            return out, "non-integer categoryid value", "value"
 
         frames = [
             self._read(
@@ -496,7 +521,7 @@ class RetailRocketLoader:
         frame = pd.DataFrame(
             {name: self._column(cols[name], kind, kept) for name, kind in spec.items()}
         )
-        duplicated = frame.duplicated(keep="first").to_numpy()
+        duplicated = _duplicated(frame)
         if duplicated.any():
             idx = kept_idx[duplicated]
             drops_dup = self._drop_frame(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from funnelrec.data.encoding import Interactions, Sequences
 from funnelrec.models.base import Recommender, register
@@ -53,19 +54,18 @@ class ALSRecommender(Recommender):
         from funnelrec.config import settings
 
         seed = settings.random_seed if self.random_state is None else self.random_state
-        return AlternatingLeastSquares(
-            factors=self.factors,
-            iterations=self.iterations,
-            regularization=self.regularization,
-            alpha=self.alpha,
-            random_state=seed,
-        )
+        with threadpool_limits(limits=1, user_api="blas"):  # implicit checks this when built
+            return AlternatingLeastSquares(
+                factors=self.factors,
+                iterations=self.iterations,
+                regularization=self.regularization,
+                alpha=self.alpha,
+                random_state=seed,
+            )
 
     def _fit(self, data: Interactions, events: pd.DataFrame, val_events: pd.DataFrame | None) -> None:
-        from threadpoolctl import threadpool_limits
-
         backend = self._new_backend()
-        # implicit >= 0.5 takes visitor x item; one BLAS thread avoids oversubscription (its own pool)
+        # implicit >= 0.5 takes visitor x item; one BLAS thread: implicit runs its own thread pool
         with threadpool_limits(limits=1, user_api="blas"):
             backend.fit(data.matrix, show_progress=False)
         self._backend = backend
@@ -82,7 +82,8 @@ class ALSRecommender(Recommender):
             shape=(len(sessions), self.n_items),
         )
         session_items.sum_duplicates()
-        user_vectors = self._backend.recalculate_user(np.arange(len(sessions)), session_items)
+        with threadpool_limits(limits=1, user_api="blas"):
+            user_vectors = self._backend.recalculate_user(np.arange(len(sessions)), session_items)
         return np.asarray(user_vectors, dtype=np.float32).reshape(len(sessions), -1) @ self.item_factors_.T
 
     def _item_vectors(self) -> np.ndarray:

@@ -122,11 +122,9 @@ class Item2VecRecommender(Recommender):
         return scores
 
     def _score_users(self, user_idx: np.ndarray) -> np.ndarray:
-        starts, ends = self.history_offsets_[user_idx], self.history_offsets_[user_idx + 1]
-        lengths = ends - starts
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        take = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-        return self._scores_or_fallback(self._pooled(self.history_items_[take], lengths))
+        history = Sequences(self.history_items_, self.history_offsets_, np.arange(len(self.history_offsets_) - 1))
+        rows = history.take(user_idx)
+        return self._scores_or_fallback(self._pooled(rows.items, rows.lengths))
 
     def _score_sessions(self, sessions: Sequences) -> np.ndarray:
         tails = sessions.tails(self.history_length)
@@ -134,6 +132,14 @@ class Item2VecRecommender(Recommender):
 
     def _item_vectors(self) -> np.ndarray:
         return self.item_vectors_
+
+    def _score_similar(self, item_idx: np.ndarray) -> np.ndarray:
+        scores = super()._score_similar(item_idx)
+        # an item too rare for a vector: popular items of its category instead of all-zero ties
+        no_vector = ~self.has_vector_[item_idx]
+        for row in np.flatnonzero(no_vector):
+            scores[row] = self._fallback_scores(1, self.item_category_[item_idx[row : row + 1]])[0]
+        return scores
 
     def _get_state(self) -> dict[str, np.ndarray]:
         return {

@@ -1,0 +1,393 @@
+"""SASRec (Kang & McAuley 2018): causal self-attention over each visitor's event sequence.
+
+Item indices are shifted by +1 inside this module so that 0 is the padding index. Sequences are
+left-padded, and positions are absolute from the right: the most recent item always sits at
+position ``max_seq_length - 1``. A batch is therefore trimmed to its longest row without changing
+any result (padded keys are masked in every layer).
+
+Losses (``loss_type``):
+
+- ``"ce"``: full softmax cross-entropy over the catalogue;
+- ``"sampled"``: sampled softmax with ``n_negatives`` popularity-sampled negatives shared by the
+  whole batch and the logQ correction (Bengio & Senécal 2008; Yi et al. 2019);
+- ``"gbce"``: gSASRec's generalised binary cross-entropy (Petrov & Macdonald 2023) with
+  ``n_negatives`` uniform negatives per position and calibration parameter ``gbce_t``;
+- ``"auto"``: ``"ce"`` up to :data:`AUTO_CE_MAX_ITEMS` items, else ``"sampled"``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from funnelrec.data.encoding import Interactions, Sequences
+from funnelrec.models.base import register
+from funnelrec.models.torch_base import TorchRecommender
+
+LOSS_TYPES = ("auto", "ce", "sampled", "gbce")
+#: ``loss_type="auto"`` uses the full softmax up to this many items.
+AUTO_CE_MAX_ITEMS = 50_000
+#: Popularity exponent of the negative sampler of ``loss_type="sampled"``.
+SAMPLE_ALPHA = 0.75
+#: Upper bound on floats in one block of loss logits; larger losses are computed in
+#: checkpointed chunks (the logits are recomputed in the backward pass, never all held).
+LOSS_BLOCK_FLOATS = 1 << 24
+#: Rows per forward pass when scoring.
+INFERENCE_ROWS = 1024
+
+
+# --------------------------------------------------------------------------- array helpers
+def training_windows(sequences: Sequences, max_length: int) -> np.ndarray:
+    """Cut sequences into training windows of at most ``max_length + 1`` items (vectorised).
+
+    Returns ``[n_windows, max_length + 1]`` int64, left-padded with 0, items shifted by +1. Row
+    ``w``'s inputs are ``w[:-1]`` and its next-item targets ``w[1:]`` (where the input is not 0).
+    Windows are cut from the end of each sequence and overlap by one item, so every next-item pair
+    of every sequence is a target exactly once and the most recent targets get the longest context.
+    Sequences of one item have no pair and give no window.
+    """
+    lengths = sequences.lengths
+    n_pairs = np.maximum(lengths - 1, 0)
+    n_windows = -(-n_pairs // max_length)  # ceil
+    seq_of = np.repeat(np.arange(len(lengths)), n_windows)
+    # window j of a sequence (0 = earliest) ends at local item n - 1 - (w - 1 - j) * L
+    first_window = np.cumsum(n_windows) - n_windows
+    j = np.arange(len(seq_of)) - first_window[seq_of]
+    end = lengths[seq_of] - 1 - (n_windows[seq_of] - 1 - j) * max_length
+    n_targets = np.minimum(end, max_length)
+    local = end[:, None] - (max_length - np.arange(max_length + 1))[None, :]
+    valid = local >= (end - n_targets)[:, None]
+    flat = sequences.offsets[seq_of][:, None] + np.where(valid, local, 0)
+    return np.where(valid, sequences.items[flat] + 1, 0).astype(np.int64)
+
+
+def left_padded(sequences: Sequences, max_length: int) -> np.ndarray:
+    """The last ``max_length`` items of each sequence, shifted by +1, left-padded with 0.
+
+    The width is the longest kept row (at least 1), not ``max_length``.
+    """
+    tails = sequences.tails(max_length)
+    lengths = tails.lengths
+    width = max(int(lengths.max(initial=0)), 1)
+    out = np.zeros((len(lengths), width), dtype=np.int64)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    cols = np.arange(len(tails.items)) - tails.offsets[rows] + (width - lengths)[rows]
+    out[rows, cols] = tails.items + 1
+    return out
+
+
+# --------------------------------------------------------------------------- the network
+class _Block(nn.Module):
+    """Pre-LN transformer block: causal multi-head self-attention, then a position-wise FFN."""
+
+    def __init__(self, dim: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.norm_attn = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm_ff = nn.LayerNorm(dim)
+        self.ff = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = x.shape
+        qkv = self.qkv(self.norm_attn(x)).view(batch, length, 3, self.n_heads, dim // self.n_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        attn = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
+        )
+        x = x + self.drop(self.proj(attn.transpose(1, 2).reshape(batch, length, dim)))
+        return x + self.drop(self.ff(self.norm_ff(x)))
+
+
+class SASRecNet(nn.Module):
+    """Item + learned position embeddings, ``n_layers`` causal blocks, a final LayerNorm.
+
+    ``forward(seq)`` takes left-padded shifted item indices ``[batch, width]`` (``width <=
+    max_length``; 0 = padding) and returns hidden states ``[batch, width, hidden_dim]``. The output
+    layer is the item embedding itself: ``scores = hidden @ item_embedding.weight[1:].T``.
+    """
+
+    def __init__(self, n_items: int, hidden_dim: int, n_heads: int, n_layers: int,
+                 max_length: int, dropout: float) -> None:
+        super().__init__()
+        self.max_length = max_length
+        self.item_embedding = nn.Embedding(n_items + 1, hidden_dim, padding_idx=0)
+        self.position_embedding = nn.Embedding(max_length, hidden_dim)
+        self.embedding_dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(_Block(hidden_dim, n_heads, dropout) for _ in range(n_layers))
+        self.final_norm = nn.LayerNorm(hidden_dim)
+        std = 1.0 / math.sqrt(hidden_dim)
+        nn.init.normal_(self.item_embedding.weight, std=std)
+        nn.init.normal_(self.position_embedding.weight, std=std)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+
+    def item_weights(self) -> torch.Tensor:
+        """Output embeddings of the real items (padding row dropped): ``[n_items, hidden_dim]``."""
+        return self.item_embedding.weight[1:]
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        width = seq.shape[1]
+        if width > self.max_length:
+            raise ValueError(f"sequence width {width} exceeds max_seq_length {self.max_length}")
+        positions = torch.arange(self.max_length - width, self.max_length, device=seq.device)
+        x = self.embedding_dropout(self.item_embedding(seq) + self.position_embedding(positions))
+        pad = seq == 0
+        eye = torch.eye(width, dtype=torch.bool, device=seq.device)
+        causal = torch.ones(width, width, dtype=torch.bool, device=seq.device).tril()
+        # keys: earlier-or-same positions that are not padding; a padded query sees itself only,
+        # so no row of the attention is empty (an empty row would give NaN)
+        allowed = (causal & (~pad[:, None, :] | eye)).unsqueeze(1)
+        for block in self.blocks:
+            x = block(x, allowed)
+        return self.final_norm(x)
+
+
+# --------------------------------------------------------------------------- the recommender
+@register("sasrec")
+class SASRecRecommender(TorchRecommender):
+    """SASRec: next-item prediction with causal self-attention over visitors' event sequences.
+
+    Parameters
+    ----------
+    hidden_dim, n_heads, n_layers:
+        Transformer width (``hidden_dim`` divisible by ``n_heads``), heads and blocks.
+    max_seq_length:
+        Items of context. Scoring uses a visitor's (or session's) last ``max_seq_length`` items;
+        training cuts each visitor's sequence into windows of ``max_seq_length + 1`` items so
+        that every next-item pair is a training target exactly once.
+    dropout:
+        Dropout on embeddings, attention weights and block outputs.
+    learning_rate, batch_size, epochs:
+        Adam step size, windows per batch, passes over the data.
+    loss_type:
+        ``"auto"``, ``"ce"``, ``"sampled"`` or ``"gbce"`` (see the module docstring).
+    n_negatives:
+        Negatives for ``"sampled"`` (shared by the batch) and ``"gbce"`` (per position); capped
+        at the catalogue size (``n_items - 1`` for ``"gbce"``).
+    gbce_t:
+        gSASRec's calibration parameter ``t`` in [0, 1] (1: fully calibrated, 0: plain BCE).
+    patience, seed, device, show_progress:
+        As in :class:`~funnelrec.models.torch_base.TorchRecommender`: early-stopping patience
+        (epochs without a better validation MRR@20), seed (``None``: ``settings.random_seed``),
+        ``"auto"``/``"cpu"``/``"cuda"``, and the tqdm bar.
+
+    Training batches group windows of similar length (shuffled within equal lengths, batches in
+    random order) so that little compute goes to padding.
+    """
+
+    name = "SASRec"
+    sequential = True
+
+    def __init__(
+        self,
+        hidden_dim: int = 64,
+        n_heads: int = 2,
+        n_layers: int = 2,
+        max_seq_length: int = 50,
+        dropout: float = 0.2,
+        learning_rate: float = 0.001,
+        batch_size: int = 512,
+        epochs: int = 5,
+        loss_type: str = "auto",
+        n_negatives: int = 256,
+        gbce_t: float = 0.75,
+        patience: int = 2,
+        seed: int | None = None,
+        device: str | None = "auto",
+        show_progress: bool = True,
+    ) -> None:
+        for arg, value in (("hidden_dim", hidden_dim), ("n_heads", n_heads), ("n_layers", n_layers),
+                           ("max_seq_length", max_seq_length), ("batch_size", batch_size),
+                           ("epochs", epochs), ("n_negatives", n_negatives), ("patience", patience)):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+        if hidden_dim % n_heads:
+            raise ValueError(f"hidden_dim ({hidden_dim}) must be divisible by n_heads ({n_heads})")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if not learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {learning_rate!r}")
+        if loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {list(LOSS_TYPES)}, got {loss_type!r}")
+        if not 0 <= gbce_t <= 1:
+            raise ValueError(f"gbce_t must be in [0, 1], got {gbce_t!r}")
+        self.hidden_dim = hidden_dim
+        self.n_heads = n_heads
+        self.n_layers = n_layers
+        self.max_seq_length = max_seq_length
+        self.dropout = dropout
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.loss_type = loss_type
+        self.n_negatives = n_negatives
+        self.gbce_t = gbce_t
+        self.patience = patience
+        self.seed = seed
+        self.device = device
+        self.show_progress = show_progress
+
+    # ---------------------------------------------------------------- training hooks
+    def _build_network(self) -> SASRecNet:
+        return SASRecNet(self.n_items, self.hidden_dim, self.n_heads, self.n_layers,
+                         self.max_seq_length, self.dropout)
+
+    def _prepare_training(self, data: Interactions, events: pd.DataFrame) -> None:
+        sequences = data.visitor_sequences()
+        self._set_history(sequences)
+        self.windows_ = training_windows(sequences, self.max_seq_length)
+        if len(self.windows_) == 0:
+            raise ValueError("SASRec needs at least one visitor with two or more events to learn from")
+        self.loss_type_ = self.loss_type
+        if self.loss_type == "auto":
+            self.loss_type_ = "ce" if self.n_items <= AUTO_CE_MAX_ITEMS else "sampled"
+        counts = data.item_counts().astype(np.float64)
+        probs = np.power(np.maximum(counts, 1.0), SAMPLE_ALPHA)
+        self._sample_probs = torch.as_tensor(probs / probs.sum(), dtype=torch.float32, device=self.device_)
+
+    def _set_history(self, sequences: Sequences) -> None:
+        """Each visitor's last ``max_seq_length`` items, flat and indexed by visitor index."""
+        tails = sequences.tails(self.max_seq_length)
+        order = np.argsort(tails.keys, kind="stable")  # already sorted by construction
+        lengths = tails.lengths[order]
+        sorted_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        take = np.repeat(tails.offsets[:-1][order] - sorted_offsets[:-1], lengths) + np.arange(sorted_offsets[-1])
+        per_visitor = np.zeros(len(self.visitor_map_), dtype=np.int64)
+        per_visitor[tails.keys[order]] = lengths
+        self.history_items_ = tails.items[take].astype(np.int64)
+        self.history_offsets_ = np.concatenate([[0], np.cumsum(per_visitor)]).astype(np.int64)
+
+    def _n_batches(self) -> int:
+        return -(-len(self.windows_) // self.batch_size)
+
+    def _batches(self, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(inputs, targets)`` of shape ``[batch, width]``; width = the batch's longest window."""
+        n_targets = (self.windows_[:, :-1] > 0).sum(axis=1)
+        order = np.lexsort((rng.random(len(n_targets)), n_targets))
+        starts = np.arange(0, len(order), self.batch_size)
+        for start in starts[rng.permutation(len(starts))]:
+            rows = order[start : start + self.batch_size]
+            width = int(n_targets[rows].max())
+            window = torch.from_numpy(self.windows_[rows, -width - 1 :]).to(self.device_)
+            yield window[:, :-1], window[:, 1:]
+
+    def _loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        inputs, targets = batch
+        hidden = self.net_(inputs)
+        valid = inputs > 0
+        h, target = hidden[valid], targets[valid] - 1  # back to item indices
+        weights = self.net_.item_weights()
+        if self.loss_type_ == "ce":
+            return _chunked_mean(lambda hc, tc: F.cross_entropy(hc @ weights.T, tc, reduction="sum"),
+                                 h, target, LOSS_BLOCK_FLOATS // self.n_items)
+        if self.loss_type_ == "sampled":
+            k = min(self.n_negatives, self.n_items)
+            negatives = torch.multinomial(self._sample_probs, k, replacement=True)
+            log_q = torch.log(self._sample_probs)
+            neg_w, neg_logq = weights[negatives], log_q[negatives]
+
+            def sampled(hc: torch.Tensor, tc: torch.Tensor) -> torch.Tensor:
+                pos = (hc * weights[tc]).sum(-1) - log_q[tc]
+                neg = hc @ neg_w.T - neg_logq
+                neg = neg.masked_fill(negatives[None, :] == tc[:, None], float("-inf"))
+                return F.cross_entropy(torch.cat([pos[:, None], neg], dim=1),
+                                       torch.zeros_like(tc), reduction="sum")
+
+            return _chunked_mean(sampled, h, target, LOSS_BLOCK_FLOATS // (k + 1))
+        # gbce: k uniform negatives per position, never the position's own target
+        k = min(self.n_negatives, self.n_items - 1)
+        if k < 1:
+            raise ValueError("loss_type='gbce' needs at least two items")
+        alpha = k / (self.n_items - 1)
+        beta = alpha * (self.gbce_t * (1 - 1 / alpha) + 1 / alpha)
+
+        def gbce(hc: torch.Tensor, tc: torch.Tensor) -> torch.Tensor:
+            neg = torch.randint(0, self.n_items - 1, (len(tc), k), device=tc.device)
+            neg = neg + (neg >= tc[:, None]).long()
+            pos = (hc * weights[tc]).sum(-1)
+            neg_scores = torch.einsum("nd,nkd->nk", hc, weights[neg])
+            return (beta * F.softplus(-pos)).sum() + F.softplus(neg_scores).sum()
+
+        return _chunked_mean(gbce, h, target, LOSS_BLOCK_FLOATS // (k * self.hidden_dim))
+
+    # ---------------------------------------------------------------- scoring hooks
+    def _hidden_last(self, padded: np.ndarray) -> np.ndarray:
+        """Last-position hidden state of left-padded rows, in chunks: ``[rows, hidden_dim]``."""
+        out = np.empty((len(padded), self.hidden_dim), dtype=np.float32)
+        with self._inference():
+            for lo in range(0, len(padded), INFERENCE_ROWS):
+                block = padded[lo : lo + INFERENCE_ROWS]
+                width = max(int((block > 0).sum(axis=1).max(initial=0)), 1)
+                seq = torch.from_numpy(np.ascontiguousarray(block[:, -width:])).to(self.device_)
+                out[lo : lo + len(block)] = self.net_(seq)[:, -1].float().cpu().numpy()
+        return out
+
+    def _scores(self, sequences: Sequences) -> np.ndarray:
+        scores = self._hidden_last(left_padded(sequences, self.max_seq_length)) @ self._item_vectors().T
+        empty = sequences.lengths == 0
+        if empty.any():
+            scores[empty] = self._fallback_scores(int(empty.sum()))
+        return scores
+
+    def _score_users(self, user_idx: np.ndarray) -> np.ndarray:
+        starts, ends = self.history_offsets_[user_idx], self.history_offsets_[user_idx + 1]
+        lengths = ends - starts
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        take = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return self._scores(Sequences(self.history_items_[take], offsets, user_idx))
+
+    def _score_sessions(self, sessions: Sequences) -> np.ndarray:
+        return self._scores(sessions)
+
+    def _item_vectors(self) -> np.ndarray:
+        return self.net_.item_weights().detach().float().cpu().numpy()
+
+    # ---------------------------------------------------------------- persistence
+    def _model_arrays(self) -> dict[str, np.ndarray]:
+        return {"history_items": self.history_items_, "history_offsets": self.history_offsets_}
+
+    def _restore_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self.history_items_ = arrays["history_items"].astype(np.int64)
+        self.history_offsets_ = arrays["history_offsets"].astype(np.int64)
+        if len(self.history_offsets_) != len(self.visitor_map_) + 1:
+            raise ValueError(
+                f"history_offsets has {len(self.history_offsets_)} entries for "
+                f"{len(self.visitor_map_)} visitors"
+            )
+
+
+def _chunked_mean(
+    loss_sum: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    h: torch.Tensor,
+    target: torch.Tensor,
+    chunk: int,
+) -> torch.Tensor:
+    """Mean over positions of ``loss_sum(h_chunk, target_chunk)``, memory-bounded.
+
+    With more rows than ``chunk``, each chunk runs under activation checkpointing, so its logits
+    are freed after the forward pass and recomputed in the backward pass (checkpointing restores
+    the RNG state, so a loss that draws negatives draws the same ones again).
+    """
+    n = len(target)
+    chunk = max(int(chunk), 1)
+    if n <= chunk:
+        return loss_sum(h, target) / max(n, 1)
+    total = h.new_zeros(())
+    for lo in range(0, n, chunk):
+        total = total + checkpoint(loss_sum, h[lo : lo + chunk], target[lo : lo + chunk],
+                                   use_reentrant=False)
+    return total / n
+
+
+__all__ = ["SASRecNet", "SASRecRecommender", "left_padded", "training_windows"]
