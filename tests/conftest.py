@@ -16,3 +16,21 @@ def shared_data_dir() -> Path:
     if not SHARED_DATA_DIR.is_dir():
         pytest.skip(f"shared real-data folder not found: {SHARED_DATA_DIR}")
     return SHARED_DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_data():
+    """The synthetic generator at tiny scale (ground truth included), made once per run."""
+    from funnelrec.data.synthetic import generate
+
+    return generate("tiny", seed=7)
+
+
+@pytest.fixture(scope="session")
+def tiny_split(tiny_data):
+    """``(train, val, test)`` of the tiny synthetic events, sessions built by SessionBuilder."""
+    from funnelrec.data.processors.session_builder import SessionBuilder
+    from funnelrec.data.processors.splitter import TimeBasedSplitter
+
+    events = SessionBuilder().build_sessions(tiny_data.canonical_events(with_sessions=False))
+    return TimeBasedSplitter(0.8, 0.1, 0.1).split(events)

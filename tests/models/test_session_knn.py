@@ -105,7 +105,8 @@ def reference_neighbours(train, query, sample_size, priority, exclude=None):
     if sample_size is not None:
         candidates = sorted(candidates, key=lambda r: -priority[r])[:sample_size]
     return {
-        r: sum(weights.get(i, 0.0) for i in set(train[r])) / (q_norm * math.sqrt(len(set(train[r]))))
+        r: sum(weights.get(i, 0.0) for i in set(train[r]))
+        / (q_norm * math.sqrt(len(set(train[r]))))
         for r in candidates
     }
 
@@ -136,10 +137,14 @@ def test_matches_brute_force_reference(sampling, sample_size):
     model = fit(train, sample_size=sample_size, sampling=sampling, k=10_000)
     priority = model.session_priority_ if sampling == "random" else np.arange(len(train))
     rng = np.random.default_rng(4)
-    queries = [[int(i) for i in rng.choice(model.item_ids, size=rng.integers(1, 5))] for _ in range(30)]
+    queries = [
+        [int(i) for i in rng.choice(model.item_ids, size=rng.integers(1, 5))] for _ in range(30)
+    ]
     got = model.score_sessions(as_sequences(model, queries))
     for row, query in enumerate(queries):
-        expected = reference_scores(train, reference_neighbours(train, query, sample_size, priority))
+        expected = reference_scores(
+            train, reference_neighbours(train, query, sample_size, priority)
+        )
         dense = np.zeros(model.n_items)
         dense[model.item_map_.to_idx(list(expected))] = list(expected.values())
         np.testing.assert_allclose(got[row], dense, rtol=1e-5, atol=1e-6)
@@ -153,7 +158,9 @@ def test_user_scores_leave_out_their_own_session(sample_size):
     user_idx = model.visitor_map_.to_idx(visitors)
     got = model.score_users(user_idx)
     for row, query in enumerate(train):
-        neighbours = reference_neighbours(train, query, sample_size, np.arange(len(train)), exclude=row)
+        neighbours = reference_neighbours(
+            train, query, sample_size, np.arange(len(train)), exclude=row
+        )
         expected = reference_scores(train, neighbours)
         dense = np.zeros(model.n_items)
         dense[model.item_map_.to_idx(list(expected))] = list(expected.values())
@@ -164,7 +171,9 @@ def test_top_k_keeps_the_k_most_similar():
     train = random_sessions(6)
     model = fit(train, sample_size=None, k=3)
     rng = np.random.default_rng(7)
-    queries = [[int(i) for i in rng.choice(model.item_ids, size=rng.integers(1, 5))] for _ in range(20)]
+    queries = [
+        [int(i) for i in rng.choice(model.item_ids, size=rng.integers(1, 5))] for _ in range(20)
+    ]
     neighbours = model._neighbours(as_sequences(model, queries), None)
     for row, query in enumerate(queries):
         expected = sorted(reference_neighbours(train, query, None, None).values(), reverse=True)[:3]

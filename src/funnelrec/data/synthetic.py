@@ -29,7 +29,7 @@ Python loops run over session steps, tree levels, successor slots and retry roun
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -266,7 +266,6 @@ class SyntheticData:
     session_ids: np.ndarray
     config: ScaleConfig
     seed: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def successor_frame(self) -> pd.DataFrame:
         """The successor truth as a long frame: ``item_id, successor_item_id, rank, probability``."""

@@ -269,13 +269,17 @@ class Recommender(ABC):
             raise NotImplementedError(f"{type(self).__name__} must implement _score_similar")
         return cosine_similar(vectors, item_idx)
 
+    def _fallback_popularity(self) -> np.ndarray:
+        """Item scores of the cold-start answer (event-weighted popularity)."""
+        return self.item_popularity_
+
     def _fallback_scores(self, n_rows: int, categories: np.ndarray | None = None) -> np.ndarray:
-        """Popularity in [0, 1); items of ``categories`` get +1 so they come first."""
-        pop = self.item_popularity_ / (self.item_popularity_.max() + 1.0)
+        """Popularity; items of ``categories`` get ``max + 1`` added so they come first."""
+        pop = np.asarray(self._fallback_popularity(), dtype=np.float32)
         scores = np.broadcast_to(pop, (n_rows, len(pop))).astype(np.float32)
         if categories is not None and len(categories):
             in_context = np.isin(self.item_category_, categories[categories >= 0])
-            scores = scores + in_context.astype(np.float32)
+            scores = scores + in_context.astype(np.float32) * (float(pop.max()) + 1.0)
         return scores
 
     # ------------------------------------------------------------------ public scoring (indices)

@@ -42,6 +42,9 @@ class PopularItemsRecommender(Recommender):
         scores = np.bincount(item_idx, weights=weights, minlength=data.n_items)
         self.scores_ = scores.astype(np.float32)
 
+    def _fallback_popularity(self) -> np.ndarray:
+        return self.scores_
+
     def _score_users(self, user_idx: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self.scores_, (len(user_idx), len(self.scores_)))
 

@@ -116,14 +116,18 @@ class SessionKNNRecommender(Recommender):
         self.random_state = int(random_state)
 
     # ------------------------------------------------------------------ fitting
-    def _fit(self, data: Interactions, events: pd.DataFrame, val_events: pd.DataFrame | None) -> None:
+    def _fit(
+        self, data: Interactions, events: pd.DataFrame, val_events: pd.DataFrame | None
+    ) -> None:
         if SESSION_ID not in events.columns:
             from funnelrec.data.processors.session_builder import SessionBuilder
 
             logger.info("{}: training events have no session_id; building sessions", self.name)
             events = SessionBuilder().build_sessions(events)
             data = Interactions(
-                events, visitor_map=data.visitor_map, item_map=data.item_map,
+                events,
+                visitor_map=data.visitor_map,
+                item_map=data.item_map,
                 event_weights=data.event_weights,
             )
         seqs = data.session_sequences()
@@ -131,8 +135,11 @@ class SessionKNNRecommender(Recommender):
         lengths = seqs.lengths
         # Session end time, aligned with seqs.keys (sorted session ids); rows ordered by it.
         end_ms = (
-            pd.Series(timestamp_ms(events)).groupby(events[SESSION_ID].to_numpy()).max()
-            .reindex(seqs.keys).to_numpy()
+            pd.Series(timestamp_ms(events))
+            .groupby(events[SESSION_ID].to_numpy())
+            .max()
+            .reindex(seqs.keys)
+            .to_numpy()
         )
         order = np.lexsort((seqs.keys, end_ms))  # oldest first; ties by session id
         rank = np.empty(n_sessions, dtype=np.int64)
@@ -143,10 +150,10 @@ class SessionKNNRecommender(Recommender):
 
         # Each visitor's most recent session (its items in time order) for _score_users.
         session_visitor = data.session_visitor_idx()
-        by_visitor = np.lexsort((rank, session_visitor))
-        last = by_visitor[np.r_[session_visitor[by_visitor][1:] != session_visitor[by_visitor][:-1], True]]
-        last_visitor = session_visitor[last]
-        if len(last_visitor) != data.n_visitors or np.any(last_visitor != np.arange(data.n_visitors)):
+        by_visitor = np.lexsort((rank, session_visitor))  # each visitor's sessions, oldest first
+        grouped = session_visitor[by_visitor]
+        last = by_visitor[np.r_[grouped[1:] != grouped[:-1], True]]
+        if not np.array_equal(session_visitor[last], np.arange(data.n_visitors)):
             raise ValueError("every training visitor must have at least one session")
         tail_len = lengths[last]
         if self.max_session_length is not None:
@@ -162,11 +169,14 @@ class SessionKNNRecommender(Recommender):
         self._prepare()
         logger.info(
             "{}: {:,} training sessions, {:,} items, {:,} session-item pairs",
-            self.name, n_sessions, data.n_items, self.session_items_.nnz,
+            self.name,
+            n_sessions,
+            data.n_items,
+            self.session_items_.nnz,
         )
 
     def _prepare(self) -> None:
-        """Derived structures (rebuilt on load): item -> sessions CSRs, norms, IDF, lookup keys."""
+        """Derived structures (rebuilt on load): item -> sessions CSRs, norms, IDF."""
         S = self.session_items_
         S.sort_indices()
         n_sessions, n_items = S.shape
@@ -176,11 +186,11 @@ class SessionKNNRecommender(Recommender):
         df = np.diff(self.item_sessions_.indptr)
         self.item_df_ = df
         self.idf_factor_ = (1.0 + np.log(max(n_sessions, 1) / np.maximum(df, 1))).astype(np.float32)
-        # (session, item) keys in sorted order, to look single entries of S up
-        self.session_keys_ = np.repeat(np.arange(n_sessions, dtype=np.int64), np.diff(S.indptr)) * n_items + S.indices
-        # Each item's postings cut to its `sample_size + 1` highest-priority sessions: the sampled
-        # candidates of a query (the best `sample_size` of the union of its items' sessions, one
-        # more when the query's own session is left out) are always among these.
+        # Each item's postings cut to its `sample_size + 1` highest-priority sessions. Exact: a
+        # session among the best `sample_size` candidates of a query (the union of its items'
+        # sessions, less at most one excluded session) is among the best `sample_size + 1`
+        # sessions of every query item it contains, so the product with the cut postings finds it
+        # with its full weighted overlap.
         self.item_postings_ = self.item_sessions_
         if self.sample_size is not None and df.max(initial=0) > self.sample_size + 1:
             T = self.item_sessions_
@@ -226,7 +236,9 @@ class SessionKNNRecommender(Recommender):
             scores = (neighbours @ self.session_items_).tocsr()
             if self.idf_weighting:
                 scores.data *= self.idf_factor_[scores.indices]
-            out[start + np.repeat(np.arange(len(rows)), np.diff(scores.indptr)), scores.indices] = scores.data
+            out[start + np.repeat(np.arange(len(rows)), np.diff(scores.indptr)), scores.indices] = (
+                scores.data
+            )
         return out
 
     def _query_matrix(self, sessions: Sequences) -> sp.csr_matrix:
@@ -252,7 +264,8 @@ class SessionKNNRecommender(Recommender):
         """``[len(sessions), n_sessions]`` CSR holding the similarity of each kept neighbour."""
         query = self._query_matrix(sessions)
         n_rows = query.shape[0]
-        # candidates: sessions sharing an item (a superset of the sample when postings are cut)
+        # candidates: sessions sharing an item (with cut postings: a superset of the sample whose
+        # sampled entries carry their exact overlap, see _prepare)
         overlap = (query @ self.item_postings_).tocsr()
         counts = np.diff(overlap.indptr)
         rows = np.repeat(np.arange(n_rows), counts)
@@ -263,16 +276,13 @@ class SessionKNNRecommender(Recommender):
         if self.sample_size is not None:
             keep = _top_per_row(rows, counts, self._priority(cols), cols, self.sample_size)
             rows, cols, values, counts = _compress(keep, rows, cols, values, n_rows)
-            # where a query item's postings were cut, the overlaps above may miss that item
-            cut = self.item_df_[query.indices] > self.sample_size + 1
-            query_rows = np.repeat(np.arange(n_rows), np.diff(query.indptr))
-            redo = np.flatnonzero(np.bincount(query_rows[cut], minlength=n_rows)[rows] > 0)
-            if redo.size:
-                values = values.copy()
-                values[redo] = self._overlap(query, rows[redo], cols[redo])
         if self.similarity == "cosine":
-            q_norm = np.sqrt(np.bincount(np.repeat(np.arange(n_rows), np.diff(query.indptr)),
-                                         weights=query.data.astype(np.float64) ** 2, minlength=n_rows))
+            query_rows = np.repeat(np.arange(n_rows), np.diff(query.indptr))
+            q_norm = np.sqrt(
+                np.bincount(
+                    query_rows, weights=query.data.astype(np.float64) ** 2, minlength=n_rows
+                )
+            )
             values = values / (q_norm[rows] * self.session_norm_[cols])
         keep = _top_per_row(rows, counts, values, cols, self.k)
         rows, cols, values, counts = _compress(keep, rows, cols, values, n_rows)
@@ -280,18 +290,6 @@ class SessionKNNRecommender(Recommender):
         return sp.csr_matrix(
             (values.astype(np.float32), cols, indptr), shape=(n_rows, self.session_items_.shape[0])
         )
-
-    def _overlap(self, query: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """Exact weighted overlap ``query[rows[j]] . S[cols[j]]`` for each pair ``j``."""
-        n_items = self.session_items_.shape[1]
-        per_pair = np.diff(query.indptr)[rows]
-        pair = np.repeat(np.arange(len(rows)), per_pair)
-        entry = _ranges(query.indptr[rows], per_pair)
-        key = cols[pair] * n_items + query.indices[entry]
-        pos = np.minimum(np.searchsorted(self.session_keys_, key), len(self.session_keys_) - 1)
-        found = self.session_keys_[pos] == key
-        weights = np.where(found, query.data[entry], 0.0)
-        return np.bincount(pair, weights=weights, minlength=len(rows)).astype(np.float32)
 
     # ------------------------------------------------------------------ persistence
     def _get_state(self) -> dict[str, np.ndarray]:
@@ -357,13 +355,17 @@ def _binary_csr(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> s
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Concatenation of ``arange(s, s + l)`` for every ``(s, l)`` (vectorised)."""
     offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
-    return np.repeat(np.asarray(starts, dtype=np.int64) - offsets[:-1], lengths) + np.arange(offsets[-1])
+    return np.repeat(np.asarray(starts, dtype=np.int64) - offsets[:-1], lengths) + np.arange(
+        offsets[-1]
+    )
 
 
 def _slice(sessions: Sequences, rows: np.ndarray) -> Sequences:
     """Contiguous rows ``rows[0]..rows[-1]`` of ``sessions`` (no copy of the item array)."""
     lo, hi = sessions.offsets[rows[0]], sessions.offsets[rows[-1] + 1]
-    return Sequences(sessions.items[lo:hi], sessions.offsets[rows[0] : rows[-1] + 2] - lo, sessions.keys[rows])
+    return Sequences(
+        sessions.items[lo:hi], sessions.offsets[rows[0] : rows[-1] + 2] - lo, sessions.keys[rows]
+    )
 
 
 def _compress(

@@ -1,0 +1,233 @@
+"""SASRec: learns deterministic item chains, is causal, covers every training pair once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from funnelrec.data.encoding import Sequences
+from funnelrec.data.processors.session_builder import SessionBuilder
+from funnelrec.data.schema import to_canonical
+from funnelrec.models.base import Recommender
+from funnelrec.models.sequential import sasrec
+from funnelrec.models.sequential.sasrec import (
+    SASRecNet,
+    SASRecRecommender,
+    left_padded,
+    training_windows,
+)
+
+N_ITEMS = 30
+FAST = {"hidden_dim": 32, "batch_size": 64, "dropout": 0.1, "learning_rate": 0.01,
+        "show_progress": False, "seed": 7, "device": "cpu"}
+
+
+def item_id(i: np.ndarray | int) -> np.ndarray | int:
+    return i * 7 + 100  # external ids that are not dense indices
+
+
+@pytest.fixture(scope="module")
+def chains() -> tuple[pd.DataFrame, dict[int, int]]:
+    """400 visitors, each walking a fixed cycle of 30 items from a random start for 3-15 steps."""
+    rng = np.random.default_rng(0)
+    cycle = rng.permutation(N_ITEMS)
+    n_visitors = 400
+    lengths = rng.integers(3, 16, n_visitors)
+    starts = rng.integers(0, N_ITEMS, n_visitors)
+    visitor = np.repeat(np.arange(n_visitors), lengths)
+    step = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    items = cycle[(np.repeat(starts, lengths) + step) % N_ITEMS]
+    frame = pd.DataFrame({
+        "timestamp": 1_600_000_000_000 + visitor * 10_000_000 + step * 60_000,
+        "visitor_id": visitor + 500,
+        "event": "view",
+        "item_id": item_id(items),
+    })
+    events = SessionBuilder().build_sessions(to_canonical(frame))
+    successor = {int(item_id(cycle[i])): int(item_id(cycle[(i + 1) % N_ITEMS])) for i in range(N_ITEMS)}
+    return events, successor
+
+
+@pytest.fixture(scope="module")
+def trained(chains) -> SASRecRecommender:
+    events, _ = chains
+    return SASRecRecommender(epochs=12, **FAST).fit(events)
+
+
+def successor_accuracy(model: Recommender, successor: dict[int, int]) -> float:
+    hits = [model.recommend_by_item_ids([a], n_items=1)[0][0] == b for a, b in successor.items()]
+    return float(np.mean(hits))
+
+
+# --------------------------------------------------------------------------- learning
+def test_session_of_one_item_predicts_its_successor(trained, chains):
+    _, successor = chains
+    assert trained.loss_type_ == "ce"  # auto on a small catalogue
+    assert successor_accuracy(trained, successor) >= 0.9
+
+
+def test_visitor_recommendation_predicts_successor_of_last_item(trained, chains):
+    events, successor = chains
+    last = events.sort_values("timestamp").groupby("visitor_id")["item_id"].last()
+    item_ids, _ = trained.recommend_batch(last.index.to_numpy(), n_items=1, exclude_seen=False)
+    expected = last.map(successor).to_numpy()
+    assert np.mean(item_ids[:, 0] == expected) >= 0.9
+    visitor = int(last.index[0])
+    assert trained.recommend(visitor, n_items=1, exclude_seen=False)[0][0] == item_ids[0, 0]
+
+
+@pytest.mark.parametrize("loss_type", ["ce", "sampled", "gbce"])
+def test_each_loss_type_trains(chains, loss_type):
+    events, successor = chains
+    model = SASRecRecommender(epochs=6, loss_type=loss_type, n_negatives=10, **FAST).fit(events)
+    losses = [h["loss"] for h in model.history_]
+    assert model.loss_type_ == loss_type
+    assert losses[-1] < 0.7 * losses[0]
+    assert successor_accuracy(model, successor) >= 0.5  # chance is 1/30
+
+
+def test_auto_switches_to_sampled_softmax_on_large_catalogues(chains, monkeypatch):
+    monkeypatch.setattr(sasrec, "AUTO_CE_MAX_ITEMS", N_ITEMS - 1)
+    model = SASRecRecommender(epochs=1, **FAST).fit(chains[0])
+    assert model.loss_type_ == "sampled"
+
+
+def test_same_seed_same_model(chains):
+    events, _ = chains
+    a = SASRecRecommender(epochs=2, **FAST).fit(events)
+    b = SASRecRecommender(epochs=2, **FAST).fit(events)
+    np.testing.assert_array_equal(a.score_users(np.arange(5)), b.score_users(np.arange(5)))
+
+
+# --------------------------------------------------------------------------- the network
+def test_attention_is_causal():
+    torch.manual_seed(0)
+    net = SASRecNet(n_items=20, hidden_dim=16, n_heads=2, n_layers=2, max_length=10, dropout=0.2).eval()
+    seq = torch.randint(1, 21, (4, 10))
+    seq[0, :3] = 0  # left padding
+    changed = seq.clone()
+    changed[:, 6] = changed[:, 6] % 20 + 1
+    with torch.no_grad():
+        before, after = net(seq), net(changed)
+    torch.testing.assert_close(before[:, :6], after[:, :6], rtol=0, atol=0)
+    assert not torch.allclose(before[:, 6:], after[:, 6:])
+
+
+def test_left_padding_and_trimming_do_not_change_hidden_states():
+    torch.manual_seed(0)
+    net = SASRecNet(n_items=20, hidden_dim=16, n_heads=2, n_layers=2, max_length=10, dropout=0.0).eval()
+    full = torch.tensor([[0, 0, 0, 0, 0, 0, 3, 5, 7, 9]])
+    with torch.no_grad():
+        torch.testing.assert_close(net(full)[:, -4:], net(full[:, -4:]), rtol=1e-5, atol=1e-6)
+        assert torch.isfinite(net(full)).all()  # padded rows attend to themselves, never NaN
+
+
+# --------------------------------------------------------------------------- array helpers
+def test_training_windows_hold_every_next_item_pair_exactly_once():
+    max_length = 4
+    lengths = np.array([1, 2, 4, 5, 6, 9, 17, 0, 3])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    items = np.arange(offsets[-1])  # every position distinct, so a pair names its place
+    windows = training_windows(Sequences(items, offsets, np.arange(len(lengths))), max_length)
+    assert windows.shape[1] == max_length + 1
+    inputs, targets = windows[:, :-1], windows[:, 1:]
+    valid = inputs > 0
+    got = sorted(zip((inputs[valid] - 1).tolist(), (targets[valid] - 1).tolist(), strict=True))
+    expected = sorted(
+        (int(items[o + k]), int(items[o + k + 1]))
+        for o, n in zip(offsets[:-1], lengths, strict=True) for k in range(n - 1)
+    )
+    assert got == expected  # each pair once (sorted lists, duplicates would show)
+    for row in windows:  # left-padded, then a contiguous run of one sequence
+        kept = row[row > 0] - 1
+        assert (row[: max_length + 1 - len(kept)] == 0).all()
+        assert np.array_equal(np.diff(kept), np.ones(len(kept) - 1))
+        assert np.searchsorted(offsets, kept[0], "right") == np.searchsorted(offsets, kept[-1], "right")
+
+
+def test_epoch_batches_cover_every_training_pair(trained, chains):
+    events, _ = chains
+    n_pairs = len(events) - events["visitor_id"].nunique()
+    batches = list(trained._batches(np.random.default_rng(0)))
+    assert len(batches) == trained._n_batches()
+    assert sum(int((inputs > 0).sum()) for inputs, _ in batches) == n_pairs
+    assert all(((inputs > 0) <= (targets > 0)).all() for inputs, targets in batches)
+
+
+def test_left_padded_keeps_the_last_items():
+    seqs = Sequences(np.array([4, 5, 6, 7, 8, 9]), np.array([0, 1, 1, 6]), np.arange(3))
+    np.testing.assert_array_equal(left_padded(seqs, 3), [[0, 0, 5], [0, 0, 0], [8, 9, 10]])
+
+
+@pytest.mark.parametrize("loss_type", ["ce", "sampled"])
+def test_chunked_loss_equals_unchunked(chains, monkeypatch, loss_type):
+    model = SASRecRecommender(epochs=1, loss_type=loss_type, n_negatives=10, **{**FAST, "dropout": 0.0})
+    model.fit(chains[0])
+    model.net_.train()
+    batch = next(model._batches(np.random.default_rng(0)))
+
+    def loss_and_grad():
+        torch.manual_seed(3)
+        model.net_.zero_grad()
+        loss = model._loss(batch)
+        loss.backward()
+        return loss.detach(), model.net_.item_embedding.weight.grad.clone()
+
+    whole = loss_and_grad()
+    monkeypatch.setattr(sasrec, "LOSS_BLOCK_FLOATS", 64 * N_ITEMS)  # forces many chunks
+    chunked = loss_and_grad()
+    torch.testing.assert_close(whole[0], chunked[0])
+    torch.testing.assert_close(whole[1], chunked[1])
+
+
+# --------------------------------------------------------------------------- scoring, persistence
+def test_long_session_is_truncated_to_max_seq_length(trained):
+    long = np.arange(60) % N_ITEMS
+    tail = long[-trained.max_seq_length :]
+    scores = trained.score_sessions(Sequences(long, np.array([0, 60]), np.zeros(1)))
+    expected = trained.score_sessions(Sequences(tail, np.array([0, len(tail)]), np.zeros(1)))
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_similar_items_use_item_embeddings_without_padding(trained, chains):
+    assert trained._item_vectors().shape == (N_ITEMS, trained.hidden_dim)
+    some_item = next(iter(chains[1]))
+    similar = trained.get_similar_items(some_item, n_items=5)
+    assert len(similar) == 5 and some_item not in similar.item_ids
+
+
+def test_cold_start_answers_with_popular_items(trained):
+    assert trained.recommend(-1, n_items=3).is_fallback
+    assert trained.recommend_by_item_ids([-5], n_items=3).is_fallback
+
+
+def test_save_load_round_trip(trained, tmp_path, chains):
+    loaded = Recommender.load(trained.save(tmp_path / "sasrec"))
+    assert isinstance(loaded, SASRecRecommender)
+    assert loaded.get_params() == trained.get_params()
+    users = np.arange(len(trained.visitor_map_))
+    np.testing.assert_array_equal(loaded.score_users(users), trained.score_users(users))
+    session = list(chains[1])[:4]
+    assert loaded.recommend_by_item_ids(session) == trained.recommend_by_item_ids(session)
+    assert loaded.get_similar_items(session[0]) == trained.get_similar_items(session[0])
+
+
+# --------------------------------------------------------------------------- arguments
+def test_bad_loss_type_names_the_allowed_values():
+    with pytest.raises(ValueError, match="'auto', 'ce', 'sampled', 'gbce'"):
+        SASRecRecommender(loss_type="bpr")
+
+
+@pytest.mark.parametrize("kwargs", [{"hidden_dim": 30, "n_heads": 4}, {"max_seq_length": 0},
+                                    {"dropout": 1.0}, {"gbce_t": 2.0}, {"epochs": True}])
+def test_bad_arguments_raise(kwargs):
+    with pytest.raises(ValueError):
+        SASRecRecommender(**kwargs)
+
+
+def test_visitors_with_single_events_only_cannot_train():
+    frame = pd.DataFrame({"timestamp": [1, 2], "visitor_id": [1, 2], "event": "view", "item_id": [3, 4]})
+    with pytest.raises(ValueError, match="two or more events"):
+        SASRecRecommender(epochs=1, show_progress=False, device="cpu").fit(to_canonical(frame))
