@@ -11,6 +11,7 @@ from funnelrec.models.base import (
 from funnelrec.models.baselines.popular import PopularItemsRecommender
 from funnelrec.models.collaborative.als import ALSRecommender
 from funnelrec.models.content.item2vec import Item2VecRecommender
+from funnelrec.models.neighbors.session_knn import SessionKNNRecommender
 
 __all__ = [
     "ALSRecommender",
@@ -20,6 +21,7 @@ __all__ = [
     "NotFittedError",
     "PopularItemsRecommender",
     "RecommendationList",
+    "SessionKNNRecommender",
     "Recommender",
     "get_model_class",
 ]
