@@ -254,6 +254,8 @@ class SyntheticData:
     session_ids:
         ``(len(events),)`` int64, the generated session of each event row, numbered in order of
         first appearance.
+    config, seed:
+        What the data was generated from.
     """
 
     events: pd.DataFrame
