@@ -93,8 +93,8 @@ def test_each_loss_type_trains(chains, loss_type):
     model = SASRecRecommender(epochs=15, loss_type=loss_type, n_negatives=10, **FAST).fit(events)
     losses = [h["loss"] for h in model.history_]
     assert model.loss_type_ == loss_type
-    assert losses[-1] < 0.7 * losses[0]
-    assert successor_accuracy(model, successor) >= 0.5  # chance is 1/30
+    assert losses[-1] < 0.5 * losses[0]
+    assert successor_accuracy(model, successor) >= 0.8  # chance is 1/30
 
 
 def test_auto_switches_to_sampled_softmax_on_large_catalogues(chains, monkeypatch):
