@@ -198,12 +198,12 @@ def test_interactions_csr_sums_weights() -> None:
 
 
 def test_interactions_default_weights_come_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(settings, "event_weights", EventWeights(view=2.0, addtocart=10.0, transaction=100.0))
+    monkeypatch.setattr(
+        settings, "event_weights", EventWeights(view=2.0, addtocart=10.0, transaction=100.0)
+    )
     inter = Interactions(make_events(INTERACTION_ROWS))
     assert inter.event_weights == {"view": 2.0, "addtocart": 10.0, "transaction": 100.0}
-    np.testing.assert_array_equal(
-        inter.matrix.toarray(), [[0.0, 102.0, 2.0], [14.0, 2.0, 0.0]]
-    )
+    np.testing.assert_array_equal(inter.matrix.toarray(), [[0.0, 102.0, 2.0], [14.0, 2.0, 0.0]])
 
 
 def test_interactions_with_given_maps_skip_unknown() -> None:
@@ -215,9 +215,7 @@ def test_interactions_with_given_maps_skip_unknown() -> None:
         event_weights=WEIGHTS,
     )
     assert inter.n_unknown_events == 1  # visitor 3's view of item 300
-    np.testing.assert_array_equal(
-        inter.matrix.toarray(), [[1.0, 5.0], [6.0, 0.0], [0.0, 0.0]]
-    )
+    np.testing.assert_array_equal(inter.matrix.toarray(), [[1.0, 5.0], [6.0, 0.0], [0.0, 0.0]])
     np.testing.assert_array_equal(inter.item_counts(), [3, 3])
     assert inter.visitor_sequences().to_lists() == [[1, 1, 1, 0], [0, 0]]
 

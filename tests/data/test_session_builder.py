@@ -53,7 +53,9 @@ def test_gaps_and_visitors_split_sessions() -> None:
 
 def test_one_millisecond_over_the_timeout_splits() -> None:
     events = make_events([(0, 1, "view", 1), (0, 1, "view", 2)])
-    events.loc[1, "timestamp"] = events.loc[0, "timestamp"] + pd.Timedelta(minutes=30, milliseconds=1)
+    events.loc[1, "timestamp"] = events.loc[0, "timestamp"] + pd.Timedelta(
+        minutes=30, milliseconds=1
+    )
     out = SessionBuilder(timeout_minutes=30).build_sessions(events)
     assert out["session_id"].tolist() == [0, 1]
 
@@ -141,7 +143,9 @@ def test_invalid_timeout(timeout: float) -> None:
 # --------------------------------------------------------------------------- filters
 
 
-def sessions_frame(sessions: dict[int, list[int]], visitor_of: dict[int, int] | None = None) -> pd.DataFrame:
+def sessions_frame(
+    sessions: dict[int, list[int]], visitor_of: dict[int, int] | None = None
+) -> pd.DataFrame:
     """One view per item, one minute apart, session ids as given."""
     rows = []
     minute = 0

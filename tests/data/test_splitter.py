@@ -15,7 +15,9 @@ MIN = 60_000
 DAY = 24 * 60 * MIN
 
 
-def random_events(n_events: int = 2_000, n_visitors: int = 300, n_items: int = 400, seed: int = 0) -> pd.DataFrame:
+def random_events(
+    n_events: int = 2_000, n_visitors: int = 300, n_items: int = 400, seed: int = 0
+) -> pd.DataFrame:
     """Events with realistic gaps: mostly minutes inside a visit, sometimes hours or days."""
     rng = np.random.default_rng(seed)
     visitor = np.sort(rng.integers(0, n_visitors, n_events))
@@ -80,8 +82,12 @@ def test_no_session_in_two_parts(sessions: pd.DataFrame) -> None:
     assert s_train | s_val | s_test == set(sessions["session_id"])
 
 
-@pytest.mark.parametrize("ratios", [(0.8, 0.1, 0.1), (0.6, 0.2, 0.2), (0.5, 0.5, 0.0), (0.9, 0.0, 0.1)])
-def test_sessions_ordered_in_time(sessions: pd.DataFrame, ratios: tuple[float, float, float]) -> None:
+@pytest.mark.parametrize(
+    "ratios", [(0.8, 0.1, 0.1), (0.6, 0.2, 0.2), (0.5, 0.5, 0.0), (0.9, 0.0, 0.1)]
+)
+def test_sessions_ordered_in_time(
+    sessions: pd.DataFrame, ratios: tuple[float, float, float]
+) -> None:
     train, val, test = TimeBasedSplitter(*ratios).split(sessions)
     st_train, st_val, st_test = (session_starts(p) for p in (train, val, test))
     if len(st_val):
@@ -94,7 +100,9 @@ def test_sessions_ordered_in_time(sessions: pd.DataFrame, ratios: tuple[float, f
 
 
 @pytest.mark.parametrize("ratios", [(0.8, 0.1, 0.1), (0.7, 0.15, 0.15), (0.6, 0.2, 0.2)])
-def test_ratios_approximately_honoured(sessions: pd.DataFrame, ratios: tuple[float, float, float]) -> None:
+def test_ratios_approximately_honoured(
+    sessions: pd.DataFrame, ratios: tuple[float, float, float]
+) -> None:
     train, val, test = TimeBasedSplitter(*ratios).split(sessions)
     n = len(sessions)
     slack = sessions["session_id"].value_counts().max() / n + 1e-9  # at most one whole session
@@ -178,7 +186,12 @@ def test_small_hand_case() -> None:
 
 def test_one_session_goes_to_train() -> None:
     frame = pd.DataFrame(
-        {"timestamp": [T0, T0 + MIN], "visitor_id": [1, 1], "event": ["view", "view"], "item_id": [1, 2]}
+        {
+            "timestamp": [T0, T0 + MIN],
+            "visitor_id": [1, 1],
+            "event": ["view", "view"],
+            "item_id": [1, 2],
+        }
     )
     train, val, test = TimeBasedSplitter(0.1, 0.45, 0.45).split(to_canonical(frame))
     assert (len(train), len(val), len(test)) == (2, 0, 0)

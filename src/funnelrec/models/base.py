@@ -326,15 +326,25 @@ class Recommender(ABC):
         idx = np.full((len(ids), k), -1, dtype=np.int64)
         scores = np.full((len(ids), k), -np.inf, dtype=np.float32)
         if known.any():
-            idx[known], scores[known] = rank_in_batches(
-                self.score_users, user_idx[known], k, self.n_items,
-                self.user_items_ if exclude_seen else None,
+            idx[known], scores[known] = self._rank_users(
+                user_idx[known], k, self.user_items_ if exclude_seen else None
             )
         if (~known).any():
             fb_idx, fb_scores = top_k(self._fallback_scores(1), k)
             idx[~known], scores[~known] = fb_idx[0], fb_scores[0]
         item_ids = np.where(idx >= 0, self.item_map_.to_ids(np.maximum(idx, 0)), -1)
         return item_ids, scores
+
+    def _rank_users(
+        self, user_idx: np.ndarray, k: int, exclude: sp.csr_matrix | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` item indices and scores for the known visitors ``user_idx``.
+
+        ``exclude`` is the whole visitor x item CSR (row = visitor index) or ``None``. The shared
+        numpy ranker over :meth:`score_users`; a model with a vector index (FAISS) overrides this
+        hook. Same format as :func:`top_k`.
+        """
+        return rank_in_batches(self.score_users, user_idx, k, self.n_items, exclude)
 
     def recommend(
         self,
