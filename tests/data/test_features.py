@@ -239,14 +239,6 @@ def test_transactions_without_ids_count_as_a_purchase(shop: pd.DataFrame) -> Non
     assert users.get_stage(2) == "considerer"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: without transaction ids UserFeatureExtractor.fit's fallback says 'count transaction "
-        "events per session as purchases', but it sets n_purchases = 1 for any visitor with a "
-        "transaction, so buys in two separate sessions never make a repeat_buyer"
-    ),
-)
 def test_transactions_without_ids_counted_per_session(shop: pd.DataFrame) -> None:
     users = UserFeatureExtractor().fit(shop.drop(columns=["transaction_id"]))
     assert users.get_features(4)["n_purchases"] == 2  # transactions in two sessions
@@ -404,14 +396,6 @@ def test_item_transform_keeps_order_and_marks_unknown(items: ItemFeatureExtracto
     assert frame.loc[22, "n_transactions"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: ItemFeatureExtractor.transform documents 'unknown items get zero counts and prior "
-        "rates' but only reindexes, so an unknown item's counts and rates are NaN (and the "
-        "count columns of every row turn float)"
-    ),
-)
 def test_item_transform_unknown_defaults(items: ItemFeatureExtractor) -> None:
     frame = items.transform([999, 20])
     assert frame.loc[999, "n_views"] == 0

@@ -171,15 +171,6 @@ def test_validate_rejects_missing_events() -> None:
         validate_events(events)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: validate_events accepts an event categorical whose categories are not in funnel "
-        "order (e.g. .astype('category') sorts them: addtocart, transaction, view), but every "
-        "consumer (event_weight_array, SessionBuilder, Interactions) reads cat.codes as indices "
-        "into EVENT_TYPES, so such a frame passes validation and is silently misread"
-    ),
-)
 def test_validate_rejects_event_categories_out_of_funnel_order() -> None:
     events = canonical_events()
     events["event"] = events["event"].astype("str").astype("category")

@@ -12,7 +12,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from funnelrec.data.schema import EVENT, EVENT_TYPES, ITEM_ID, SESSION_ID, VISITOR_ID, timestamp_ms
+from funnelrec.data.schema import (
+    EVENT_TYPES,
+    ITEM_ID,
+    SESSION_ID,
+    VISITOR_ID,
+    event_codes,
+    timestamp_ms,
+)
 
 
 class IdMap:
@@ -50,7 +57,7 @@ class IdMap:
         return isinstance(other, IdMap) and self._index.equals(other._index)
 
     def __hash__(self) -> int:  # immutable, so hashable by content
-        return hash((len(self), self._index[:16].tolist()))
+        return hash((len(self), tuple(self._index[:16].tolist())))
 
     def __repr__(self) -> str:
         return f"IdMap(n={len(self)})"
@@ -62,9 +69,12 @@ class IdMap:
             return np.empty(0, dtype=np.int64)
         if not np.issubdtype(array.dtype, np.integer):
             try:
-                array = array.astype("int64")
+                as_int = array.astype("int64")
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"ids must be integers, got {array[:3].tolist()}") from exc
+            if np.issubdtype(array.dtype, np.floating) and not np.array_equal(as_int, array):
+                raise TypeError(f"ids must be integers, got {array[as_int != array][:3].tolist()}")
+            array = as_int
         idx = self._index.get_indexer(array).astype(np.int64, copy=False)
         if missing != -1:
             idx[idx == -1] = missing
@@ -81,8 +91,7 @@ def event_weight_array(events: pd.DataFrame, weights: Mapping[str, float]) -> np
     if missing:
         raise ValueError(f"event weights are missing {missing}")
     table = np.array([weights[e] for e in EVENT_TYPES], dtype=np.float32)
-    codes = events[EVENT].cat.codes.to_numpy()
-    return table[codes]
+    return table[event_codes(events)]
 
 
 @dataclass(frozen=True)
@@ -165,7 +174,7 @@ class Interactions:
         self.matrix.sum_duplicates()
         # Time order, funnel order within a timestamp; a stable sort keeps file order otherwise.
         ts = timestamp_ms(events)
-        ev = events[EVENT].cat.codes.to_numpy()
+        ev = event_codes(events)
         order = np.lexsort((ev, ts, visitor_idx))
         order = order[known[order]]
         self._visitor_sorted = visitor_idx[order]

@@ -88,6 +88,11 @@ def validate_events(
             unknown = set(actual.categories) - set(EVENT_TYPES)
             if unknown:
                 raise SchemaError(f"{name}[{column!r}] has unknown event types {sorted(unknown)}")
+            if list(actual.categories) != list(EVENT_TYPES):
+                raise SchemaError(
+                    f"{name}[{column!r}] categories must be {list(EVENT_TYPES)} in funnel order, got "
+                    f"{list(actual.categories)}; cast with funnelrec.data.schema.to_canonical"
+                )
             if events[column].isna().any():
                 raise SchemaError(f"{name}[{column!r}] has {int(events[column].isna().sum())} missing values")
         elif column == TIMESTAMP:
@@ -137,3 +142,20 @@ def timestamp_ms(events: pd.DataFrame | pd.Series) -> np.ndarray:
     series = events[TIMESTAMP] if isinstance(events, pd.DataFrame) else events
     values = series.dt.tz_convert("UTC").dt.tz_localize(None) if series.dt.tz is not None else series
     return values.to_numpy(dtype="datetime64[ms]").astype(np.int64)
+
+
+def event_codes(events: pd.DataFrame) -> np.ndarray:
+    """Funnel position of each event (0 view, 1 addtocart, 2 transaction), whatever the
+    category order of the column (vectorised: one lookup per category, not per row)."""
+    column = events[EVENT]
+    if not isinstance(column.dtype, pd.CategoricalDtype):
+        column = column.astype("string").astype(EVENT_DTYPE)
+    position = {name: i for i, name in enumerate(EVENT_TYPES)}
+    try:
+        table = np.array([position[c] for c in column.cat.categories], dtype=np.int8)
+    except KeyError as exc:
+        raise SchemaError(f"unknown event type {exc.args[0]!r}; expected one of {EVENT_TYPES}") from None
+    codes = column.cat.codes.to_numpy()
+    if (codes < 0).any():
+        raise SchemaError(f"{int((codes < 0).sum())} events have no event type")
+    return table[codes]

@@ -72,6 +72,12 @@ class ItemFeatureExtractor:
         feats["log_popularity"] = np.log1p(feats["popularity"].to_numpy(dtype=float))
         feats["log_n_visitors"] = np.log1p(feats["n_visitors"].to_numpy(dtype=float))
         self.features_ = feats
+        # what an item never seen in training gets: no events, the catalogue-wide rates
+        self.defaults_ = {
+            "n_views": 0, "n_addtocarts": 0, "n_transactions": 0, "n_visitors": 0, "popularity": 0.0,
+            "log_popularity": 0.0, "log_n_visitors": 0.0, "view_to_cart_rate": float(p_cart),
+            "cart_to_purchase_rate": float(p_buy), "view_to_purchase_rate": float(p_vbuy),
+        }
         return self
 
     def _check_fitted(self) -> pd.DataFrame:
@@ -84,16 +90,15 @@ class ItemFeatureExtractor:
     def transform(self, item_ids: np.ndarray | list[int]) -> pd.DataFrame:
         """Features of ``item_ids`` in that order; unknown items get zero counts and prior rates."""
         feats = self._check_fitted()
-        out = feats.reindex(np.asarray(item_ids))
+        out = feats.reindex(np.asarray(item_ids)).fillna(self.defaults_)
+        for column in ("n_views", "n_addtocarts", "n_transactions", "n_visitors"):
+            out[column] = out[column].astype("int64")
         out.index.name = ITEM_ID
         return out
 
     def feature_matrix(self, item_ids: np.ndarray | list[int]) -> np.ndarray:
         """float32 matrix of :data:`ITEM_NUMERIC_FEATURES` (unknown items: zeros and prior rates)."""
-        feats = self._check_fitted()
-        frame = self.transform(item_ids)[list(ITEM_NUMERIC_FEATURES)].astype(float)
-        prior = {c: float(feats[c].median()) for c in ITEM_NUMERIC_FEATURES if c.endswith("_rate")}
-        return frame.fillna({**prior, "log_popularity": 0.0, "log_n_visitors": 0.0}).to_numpy(np.float32)
+        return self.transform(item_ids)[list(ITEM_NUMERIC_FEATURES)].to_numpy(np.float32)
 
     def item_categories(self) -> pd.Series:
         """category_id per item_id (nullable)."""

@@ -120,14 +120,24 @@ class UserFeatureExtractor:
             }
         )
         feats["n_unique_items"] = events.groupby(VISITOR_ID, sort=True)["item_id"].nunique()
-        if TRANSACTION_ID in events.columns and events[TRANSACTION_ID].notna().any():
-            txn = events.loc[events[TRANSACTION_ID].notna(), [VISITOR_ID, TRANSACTION_ID]]
-            n_purchases = txn.groupby(VISITOR_ID)[TRANSACTION_ID].nunique()
-        else:  # no ids: count transaction events per session as purchases
+        # a purchase is a distinct transaction id; transactions without ids count once per
+        # session (or once in all when sessions are unknown)
+        is_txn = (ev == "transaction").to_numpy()
+        if TRANSACTION_ID in events.columns:
+            has_id = is_txn & events[TRANSACTION_ID].notna().to_numpy()
+        else:
+            has_id = np.zeros(len(events), dtype=bool)
+        if has_id.any():
+            with_ids = events.loc[has_id, [VISITOR_ID, TRANSACTION_ID]]
+            n_purchases = with_ids.groupby(VISITOR_ID)[TRANSACTION_ID].nunique()
+        else:
             n_purchases = pd.Series(dtype="int64")
+        no_id = is_txn & ~has_id
+        if no_id.any():
+            key = SESSION_ID if SESSION_ID in events.columns else VISITOR_ID
+            extra = events.loc[no_id, [VISITOR_ID, key]].drop_duplicates().groupby(VISITOR_ID).size()
+            n_purchases = n_purchases.add(extra, fill_value=0)
         feats["n_purchases"] = n_purchases.reindex(feats.index, fill_value=0).astype("int64")
-        no_ids = (feats["n_purchases"] == 0) & (feats["n_transactions"] > 0)
-        feats.loc[no_ids, "n_purchases"] = 1
         if SESSION_ID in events.columns:
             feats["n_sessions"] = events.groupby(VISITOR_ID, sort=True)[SESSION_ID].nunique()
         else:

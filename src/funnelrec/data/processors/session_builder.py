@@ -7,11 +7,11 @@ import pandas as pd
 from loguru import logger
 
 from funnelrec.data.schema import (
-    EVENT,
     ITEM_ID,
     SESSION_ID,
     TIMESTAMP,
     VISITOR_ID,
+    event_codes,
     timestamp_ms,
     validate_events,
 )
@@ -45,7 +45,7 @@ class SessionBuilder:
             return out
         visitors = events[VISITOR_ID].to_numpy()
         ts = timestamp_ms(events)  # ms since epoch
-        order = np.lexsort((events[EVENT].cat.codes.to_numpy(), ts, visitors))
+        order = np.lexsort((event_codes(events), ts, visitors))
         v, t = visitors[order], ts[order]
         timeout_ms = self.timeout_minutes * 60_000
         new_session = np.r_[True, (v[1:] != v[:-1]) | (np.diff(t) > timeout_ms)]
