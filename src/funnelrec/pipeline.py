@@ -25,7 +25,7 @@ from funnelrec.models.base import Recommender, get_model_class
 DEMO_MODELS: dict[str, dict[str, Any]] = {
     "popular": {},
     "als": {"factors": 64, "iterations": 10},
-    "item2vec": {"embedding_dim": 64, "window": 5, "epochs": 5},
+    "item2vec": {"embedding_dim": 64, "window": 5, "epochs": 20},
     "session_knn": {},  # noqa: RUF100
 }
 

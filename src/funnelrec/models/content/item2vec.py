@@ -37,6 +37,15 @@ class Item2VecRecommender(Recommender):
         A visitor is the recency-weighted mean of their last ``history_length`` item vectors.
     recency_decay:
         Weight ``recency_decay ** k`` for the item ``k`` steps before the last one.
+    sentences:
+        ``"visitors"``: each visitor's whole history in time order is one sentence (long-term
+        co-interest across sessions, still local within ``window``); ``"sessions"``: one
+        sentence per session, as in the original Item2Vec.
+    popularity_weight:
+        Ranking score = cosine to the visitor/session vector + ``popularity_weight`` x
+        log-popularity scaled to [0, 1]. Cosine alone ignores how much items are wanted; a small
+        prior lifts accuracy on both evaluation protocols (see ``benchmarks/RESULTS.md``).
+        ``0`` gives pure Item2Vec. Similar-item lists never use it.
     seed:
         Training seed (``None``: ``settings.random_seed``). Training uses one worker thread so
         the result is reproducible; vectors are seeded with a process-independent hash.
@@ -55,6 +64,8 @@ class Item2VecRecommender(Recommender):
         ns_exponent: float = 0.75,
         history_length: int = 20,
         recency_decay: float = 0.8,
+        sentences: str = "visitors",
+        popularity_weight: float = 0.3,
         seed: int | None = None,
     ) -> None:
         for arg, value in (("embedding_dim", embedding_dim), ("window", window), ("epochs", epochs),
@@ -64,6 +75,10 @@ class Item2VecRecommender(Recommender):
                 raise ValueError(f"{arg} must be a positive integer, got {value!r}")
         if not 0 < recency_decay <= 1:
             raise ValueError(f"recency_decay must be in (0, 1], got {recency_decay}")
+        if sentences not in ("visitors", "sessions"):
+            raise ValueError(f"sentences must be 'visitors' or 'sessions', got {sentences!r}")
+        if popularity_weight < 0:
+            raise ValueError(f"popularity_weight must be >= 0, got {popularity_weight}")
         self.embedding_dim = embedding_dim
         self.window = window
         self.epochs = epochs
@@ -72,6 +87,8 @@ class Item2VecRecommender(Recommender):
         self.ns_exponent = ns_exponent
         self.history_length = history_length
         self.recency_decay = recency_decay
+        self.sentences = sentences
+        self.popularity_weight = popularity_weight
         self.seed = seed
 
     def _fit(self, data: Interactions, events: pd.DataFrame, val_events: pd.DataFrame | None) -> None:
@@ -79,8 +96,9 @@ class Item2VecRecommender(Recommender):
 
         from funnelrec.config import settings
 
-        sessions = data.session_sequences() if "session_id" in events.columns else data.visitor_sequences()
-        corpus = [s for s in sessions.to_lists() if len(s) > 1]
+        by_session = self.sentences == "sessions" and "session_id" in events.columns
+        sequences = data.session_sequences() if by_session else data.visitor_sequences()
+        corpus = [s for s in sequences.to_lists() if len(s) > 1]
         if not corpus:
             raise ValueError("Item2Vec needs sessions with at least two events to learn from")
         w2v = Word2Vec(
@@ -115,6 +133,9 @@ class Item2VecRecommender(Recommender):
 
     def _scores_or_fallback(self, pooled: np.ndarray) -> np.ndarray:
         scores = pooled @ self.item_vectors_.T
+        if self.popularity_weight:
+            log_pop = np.log1p(self.item_popularity_)
+            scores += self.popularity_weight * (log_pop / max(float(log_pop.max()), 1e-12))
         # no item of the query has a vector: popularity, not a row of zeros
         empty = ~pooled.any(axis=1)
         if empty.any():

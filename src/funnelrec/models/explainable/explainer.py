@@ -120,9 +120,9 @@ EVIDENCE_WEIGHTS: dict[str, float] = {
 }
 
 #: Strength of the non-personal reasons at their best (top item, a single dominant component).
-POPULARITY_STRENGTH = 0.3
-CATEGORY_RANK_STRENGTH = 0.25
-COMPONENT_STRENGTH = 0.5
+POPULARITY_STRENGTH = 0.1
+CATEGORY_RANK_STRENGTH = 0.08
+COMPONENT_STRENGTH = 0.1
 
 #: Component names a hybrid model may pass in ``component_weights`` -> (reason type, wording).
 COMPONENT_LABELS: dict[str, tuple[ReasonType, str]] = {
@@ -599,12 +599,14 @@ class RecommendationExplainer:
             [("co_purchase", self.co_purchase_), ("view_then_buy", self.view_buy_)],
         )
         bought = self._best_pairs(visitor.bought, y_idx, [("co_purchase", self.co_purchase_)])
-        # session: the live session, else the last visit
+        # session: the live session, else the last visit; collaborative: the rest of the viewing
+        # history. Sources are disjoint (cart, purchases, session, history), so no fact is told twice.
+        funnel_items = np.concatenate([visitor.carted_open, visitor.bought])
+        session_items = np.setdiff1d(visitor.session, funnel_items)
         session = self._best_pairs(
-            visitor.session, y_idx, [("view_then_buy", self.view_buy_), ("co_view", self.co_view_)]
+            session_items, y_idx, [("view_then_buy", self.view_buy_), ("co_view", self.co_view_)]
         )
-        # collaborative: the rest of the viewing history
-        history_items = np.setdiff1d(visitor.viewed, visitor.session, assume_unique=True)
+        history_items = np.setdiff1d(visitor.viewed, np.concatenate([funnel_items, visitor.session]))
         history = self._best_pairs(
             history_items, y_idx, [("view_then_buy", self.view_buy_), ("co_view", self.co_view_)]
         )
@@ -704,7 +706,7 @@ class RecommendationExplainer:
         return _Candidate(_T.POPULARITY, text, strength, 0.0, evidence)
 
     def _new_item_candidate(self, item_id: int) -> _Candidate:
-        text = f"{self._label(item_id)} is new to the catalogue: it has no interactions yet."
+        text = f"New to the catalogue: {self._label(item_id)} has no interactions yet."
         evidence = {"kind": "new_item", "item_id": item_id, "count": 0}
         return _Candidate(_T.POPULARITY, text, 1.0, 0.0, evidence)
 

@@ -411,8 +411,8 @@ class TwoTowerRecommender(TorchRecommender):
         return self._known_user_vectors(user_idx) @ self._items_matrix().T
 
     def _score_sessions(self, sessions: Sequences) -> np.ndarray:
-        features = np.broadcast_to(self.new_visitor_features_, (len(sessions), len(self.new_visitor_features_)))
-        return self._user_vectors(sessions, np.ascontiguousarray(features)) @ self._items_matrix().T
+        features = np.tile(self.new_visitor_features_, (len(sessions), 1))
+        return self._user_vectors(sessions, features) @ self._items_matrix().T
 
     def _rank_users(
         self, user_idx: np.ndarray, k: int, exclude: sp.csr_matrix | None

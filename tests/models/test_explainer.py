@@ -1,0 +1,444 @@
+"""RecommendationExplainer: exact facts on a hand-built frame, funnel order, and faithfulness.
+
+The faithfulness checks recompute every fact an explanation states directly from the training
+frame with pandas / Python sets, independently of the explainer's sparse matrices.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from funnelrec.data.features.user_features import UserFeatureExtractor
+from funnelrec.data.processors.session_builder import SessionBuilder
+from funnelrec.data.schema import to_canonical
+from funnelrec.models.base import NotFittedError
+from funnelrec.models.explainable.explainer import (
+    STAGE_PRIORITY,
+    Explanation,
+    ReasonType,
+    RecommendationExplainer,
+    cooccurrence,
+)
+
+T0 = 1_430_000_000_000
+MINUTE = 60_000
+DAY = 86_400_000
+PERSONAL_KINDS = {"in_cart", "co_purchase", "view_then_buy", "co_view", "category_match"}
+PAIR_VERBS = {"co_view": ("viewed", "viewed"), "co_purchase": ("bought", "bought"),
+              "view_then_buy": ("viewed", "bought")}
+
+
+def make_events(rows: list[tuple[int, int, str, int]], categories: dict[int, int]) -> pd.DataFrame:
+    """``(visitor, item, event, minute)`` rows -> a canonical, sessionised frame."""
+    frame = pd.DataFrame(rows, columns=["visitor_id", "item_id", "event", "minute"])
+    frame["timestamp"] = T0 + frame["minute"] * MINUTE
+    frame["category_id"] = frame["item_id"].map(categories)
+    is_txn = frame["event"] == "transaction"
+    frame["transaction_id"] = pd.array(np.where(is_txn, np.arange(len(frame)), -1), dtype="Int64")
+    frame.loc[~is_txn, "transaction_id"] = pd.NA
+    frame = frame.drop(columns="minute")
+    return SessionBuilder().build_sessions(to_canonical(frame))
+
+
+def fit_explainer(train: pd.DataFrame, **params) -> RecommendationExplainer:
+    extractor = UserFeatureExtractor().fit(train)
+    popularity = train["item_id"].value_counts().to_dict()
+    return RecommendationExplainer(
+        user_feature_extractor=extractor, item_popularity=popularity, **params
+    ).fit(train)
+
+
+# --------------------------------------------------------------------------- the hand-built frame
+CAT_ITEMS = list(range(40, 52))  # twelve items of category 2
+CATEGORIES = {10: 1, 20: 2, 30: 2, 60: 3, **{i: 2 for i in CAT_ITEMS}}
+CARTED, BROWSER, BUYER = 100, 200, 300
+
+
+def hand_rows(extra_view_buyers: int = 0) -> list[tuple[int, int, str, int]]:
+    rows = []
+    for v in (1, 2, 3):  # viewed 10, then viewed and bought 20
+        rows += [(v, 10, "view", 0), (v, 20, "view", 1), (v, 20, "transaction", 2)]
+    for v in (4, 5):  # bought 20 and 30 together
+        rows += [(v, 20, "view", 0), (v, 30, "view", 1), (v, 20, "transaction", 2),
+                 (v, 30, "transaction", 3)]
+    for k in range(extra_view_buyers):
+        rows += [(1000 + k, 10, "view", 0), (1000 + k, 20, "transaction", 1)]
+    rows += [(CARTED, 10, "view", 0), (CARTED, 10, "addtocart", 1)]
+    rows += [(CARTED, i, "view", 2 + n) for n, i in enumerate(CAT_ITEMS)]
+    rows += [(BROWSER, 10, "view", 0)]
+    rows += [(BROWSER, i, "view", 1 + n) for n, i in enumerate(CAT_ITEMS)]
+    rows += [(BUYER, 30, "view", 0), (BUYER, 30, "transaction", 1), (BUYER, 60, "view", 2)]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def hand():
+    train = make_events(hand_rows(), CATEGORIES)
+    return train, fit_explainer(train)
+
+
+def evidence_of(explanation: Explanation, kind: str) -> list[dict]:
+    return [r.evidence for r in explanation.reasons if r.evidence["kind"] == kind]
+
+
+def test_stages_of_the_hand_built_visitors(hand):
+    _, explainer = hand
+    assert [explainer.stages_.get_stage(v) for v in (CARTED, BROWSER, BUYER)] == [
+        "considerer", "browser", "buyer"
+    ]
+
+
+def test_cart_complement_states_exact_counts(hand):
+    _, explainer = hand
+    exp = explainer.explain(CARTED, 20, 0.9, "sasrec")
+    top = exp.reasons[0]
+    assert top.type == ReasonType.INTENT
+    assert top.text == (
+        "Goes with item 10, which you added to your cart: "
+        "3 visitors who viewed item 10 also bought item 20."
+    )
+    assert top.evidence == {"kind": "view_then_buy", "source": "cart", "item_id": 20,
+                            "source_item_id": 10, "count": 3}
+    assert exp.get_summary() == top.text
+    content = evidence_of(exp, "category_match")
+    assert content == [{"kind": "category_match", "source": "history", "item_id": 20,
+                        "category_id": 2, "matching_item_ids": [40, 41, 42], "count": 12}]
+    assert evidence_of(exp, "popularity") == [
+        {"kind": "popularity", "item_id": 20, "count": 10, "rank": 1, "n_items": 4 + len(CAT_ITEMS)}
+    ]
+    # item 10 is cited once, as a cart item, never again as history or last session
+    assert [r.evidence.get("source_item_id") for r in exp.reasons].count(10) == 1
+
+
+def test_returning_buyer_hears_about_the_purchase(hand):
+    _, explainer = hand
+    exp = explainer.explain(BUYER, 20, 0.5, "als")
+    texts = [r.text for r in exp.reasons]
+    assert exp.reasons[0].type == ReasonType.INTENT
+    assert texts[0] == "You bought item 30: 2 visitors who bought item 30 also bought item 20."
+    assert "Same category (2) as item 30, which you bought." in texts
+    assert evidence_of(exp, "co_purchase")[0]["count"] == 2
+
+
+def test_funnel_stage_changes_the_order(hand):
+    _, explainer = hand
+    carted = explainer.explain(CARTED, 20, 0.9, "sasrec")
+    browser = explainer.explain(BROWSER, 20, 0.9, "sasrec")
+    assert carted.funnel_stage == "considerer" and browser.funnel_stage == "browser"
+    assert carted.reasons[0].type == ReasonType.INTENT
+    assert browser.reasons[0].type == ReasonType.CONTENT
+    # the browser's co-occurrence fact is the same numbers, told as the last visit, ranked lower
+    assert "In your last visit you viewed item 10: 3 visitors who viewed item 10 also bought item 20." in [
+        r.text for r in browser.reasons
+    ]
+    # same visitor and evidence, only the stage differs: the table alone flips the order
+    as_browser = explainer.explain(CARTED, 20, 0.9, "sasrec", funnel_stage="browser")
+    assert [r.type for r in as_browser.reasons][:2] == [ReasonType.CONTENT, ReasonType.INTENT]
+    assert {r.text for r in as_browser.reasons} - {r.text for r in carted.reasons} == {
+        "Popular with other shoppers: 10 interactions, #1 of 16 items."
+    }
+    assert carted.confidence == pytest.approx(as_browser.confidence)
+
+
+def test_item_in_cart_is_an_intent_reason(hand):
+    _, explainer = hand
+    exp = explainer.explain(CARTED, 10, 0.1, "sasrec")
+    assert exp.reasons[0].text == "You added item 10 to your cart and have not bought it yet."
+    assert exp.reasons[0].evidence == {"kind": "in_cart", "source": "cart", "item_id": 10, "count": 1}
+
+
+def test_stage_priority_table_is_complete():
+    assert set(STAGE_PRIORITY) == {"new", "browser", "considerer", "buyer", "repeat_buyer"}
+    for row in STAGE_PRIORITY.values():
+        assert set(row) == set(ReasonType) and all(v > 0 for v in row.values())
+    assert STAGE_PRIORITY["considerer"][ReasonType.INTENT] > STAGE_PRIORITY["browser"][ReasonType.INTENT]
+    assert STAGE_PRIORITY["browser"][ReasonType.CONTENT] > STAGE_PRIORITY["considerer"][ReasonType.CONTENT]
+
+
+def test_confidence_grows_with_evidence():
+    confidences = []
+    for extra in range(5):
+        explainer = fit_explainer(make_events(hand_rows(extra), CATEGORIES))
+        exp = explainer.explain(CARTED, 20, 0.9, "sasrec")
+        assert exp.reasons[0].evidence["count"] == 3 + extra
+        confidences.append(exp.confidence)
+    assert all(0 < c < 1 for c in confidences)
+    assert confidences == sorted(confidences) and len(set(confidences)) == len(confidences)
+
+
+def test_unknown_item_is_new_to_the_catalogue(hand):
+    _, explainer = hand
+    exp = explainer.explain(CARTED, 999, 0.4, "sasrec", component_weights={"session": 1.0})
+    assert len(exp.reasons) == 1 and exp.confidence == 0.0
+    assert exp.reasons[0].text == "New to the catalogue: item 999 has no interactions yet."
+    assert exp.reasons[0].evidence == {"kind": "new_item", "item_id": 999, "count": 0}
+
+
+def test_unknown_visitor_without_session_gets_category_and_popularity(hand):
+    _, explainer = hand
+    exp = explainer.explain(123_456, 20, 0.4, "popular")
+    assert exp.funnel_stage == "new" and exp.confidence == 0.0
+    assert {r.evidence["kind"] for r in exp.reasons} == {"category_rank", "popularity"}
+    assert "From category 2, where it ranks #1 of 14 items by interactions." in [r.text for r in exp.reasons]
+
+
+def test_unknown_visitor_with_live_session(hand):
+    _, explainer = hand
+    exp = explainer.explain(123_456, 20, 0.4, "sknn", session_item_ids=[10, 30, 777])
+    session = [r for r in exp.reasons if r.type == ReasonType.SESSION]
+    assert session[0].text == "You just viewed item 10: 3 visitors who viewed item 10 also bought item 20."
+    assert exp.reasons[0] is session[0]
+    match = evidence_of(exp, "category_match")[0]
+    assert (match["source"], match["matching_item_ids"], match["count"]) == ("live_session", [30], 1)
+    assert exp.confidence > 0
+
+
+def test_component_weights(hand):
+    _, explainer = hand
+    exp = explainer.explain(BROWSER, 20, 0.4, "hybrid", component_weights={"session": 7, "history": 3})
+    reason = next(r for r in exp.reasons if r.evidence["kind"] == "component_weights")
+    assert reason.type == ReasonType.SESSION
+    assert reason.text == "Mostly from your current session (70% of the hybrid weight)."
+    assert reason.evidence["component_weights"] == pytest.approx({"session": 0.7, "history": 0.3})
+    blend = explainer.explain(BROWSER, 20, 0.4, "hybrid",
+                              component_weights={"session": 0.4, "history": 0.35, "popular": 0.25})
+    text = next(r.text for r in blend.reasons if r.evidence["kind"] == "component_weights")
+    assert text == "A blend in hybrid: your current session 40%, your history 35%, what is popular 25%."
+    for bad in ({}, {"session": -1.0}, {"session": 0.0}, {"session": float("nan")}):
+        with pytest.raises(ValueError, match="component_weights"):
+            explainer.explain(BROWSER, 20, 0.4, "hybrid", component_weights=bad)
+
+
+def test_explanation_formatting_and_json(hand):
+    _, explainer = hand
+    exp = explainer.explain(CARTED, 20, np.float32(0.9), "sasrec", component_weights={"session": 0.6})
+    lines = exp.get_full_explanation().splitlines()
+    assert len(lines) == len(exp.reasons) >= 3
+    assert all(line.startswith(f"{i}. ") for i, line in enumerate(lines, start=1))
+    payload = exp.to_dict()
+    assert json.loads(json.dumps(payload)) == payload
+    assert payload["summary"] == exp.get_summary() and payload["funnel_stage"] == "considerer"
+    assert [r["type"] for r in payload["reasons"]] == [r.type.value for r in exp.reasons]
+
+
+def test_invalid_arguments(hand):
+    train, explainer = hand
+    with pytest.raises(NotFittedError):
+        RecommendationExplainer().explain(1, 20, 0.1, "m")
+    with pytest.raises(NotFittedError):
+        RecommendationExplainer(user_feature_extractor=UserFeatureExtractor()).fit(train)
+    with pytest.raises(ValueError, match="pairs"):
+        explainer.explain_batch(user_id=1, recommendations=[20], model_name="m")
+    with pytest.raises(TypeError, match="integers"):
+        explainer.explain_batch(user_id=1, recommendations=[("a", 0.1)], model_name="m")
+    with pytest.raises(ValueError, match="funnel_stage"):
+        explainer.explain(1, 20, 0.1, "m", funnel_stage="lurker")
+    with pytest.raises(ValueError, match="negative"):
+        RecommendationExplainer(item_popularity={20: -1}).fit(train)
+    assert explainer.explain_batch(user_id=1, recommendations=[], model_name="m") == []
+
+
+def test_without_extractor_or_popularity(hand):
+    train, fitted = hand
+    own = RecommendationExplainer().fit(train)
+    for visitor in (CARTED, BROWSER, BUYER, 5):
+        a = own.explain(visitor, 20, 0.5, "m").to_dict()
+        b = fitted.explain(visitor, 20, 0.5, "m").to_dict()
+        assert a == b
+
+
+# --------------------------------------------------------------------------- co-occurrence
+def test_cooccurrence_matches_dense_product_and_keeps_top_n():
+    rng = np.random.default_rng(0)
+    left = sp.csr_matrix((rng.random((40, 30)) < 0.2).astype(np.int32))
+    right = sp.csr_matrix((rng.random((40, 30)) < 0.2).astype(np.int32))
+    dense = left.T.toarray() @ right.toarray()
+    np.fill_diagonal(dense, 0)
+    full = cooccurrence(left, right, top_n=30, block_size=7)
+    np.testing.assert_array_equal(full.toarray(), dense)
+    top = cooccurrence(left, right, top_n=3, block_size=7).toarray()
+    assert (np.count_nonzero(top, axis=1) <= 3).all()
+    kept = top > 0
+    np.testing.assert_array_equal(top[kept], dense[kept])  # kept counts are exact
+    for row in range(dense.shape[0]):  # and they are the row's largest
+        if kept[row].any():
+            assert top[row][kept[row]].min() >= np.max(dense[row][~kept[row]], initial=0)
+
+
+# --------------------------------------------------------------------------- faithfulness
+class Truth:
+    """Facts recomputed from the training frame with pandas and sets."""
+
+    def __init__(self, train: pd.DataFrame) -> None:
+        def sets(frame: pd.DataFrame, key: str, value: str) -> dict[int, set[int]]:
+            return {int(k): set(map(int, g)) for k, g in frame.groupby(key)[value]}
+
+        event = train["event"].astype(str)
+        views, carts, buys = train[event == "view"], train[event == "addtocart"], train[event == "transaction"]
+        self.viewers = sets(views, "item_id", "visitor_id")
+        self.buyers = sets(buys, "item_id", "visitor_id")
+        self.viewed = sets(views, "visitor_id", "item_id")
+        self.bought = sets(buys, "visitor_id", "item_id")
+        self.cart_adds = carts.groupby(["visitor_id", "item_id"]).size().to_dict()
+        last = train.sort_values("timestamp", kind="stable").groupby("visitor_id")["session_id"].last()
+        in_last = views["session_id"].to_numpy() == last.reindex(views["visitor_id"]).to_numpy()
+        self.last_session = sets(views[in_last], "visitor_id", "item_id")
+        self.category = train.dropna(subset=["category_id"]).groupby("item_id")["category_id"].last()
+        self.popularity = train["item_id"].value_counts()
+
+    def pair_count(self, kind: str, x: int, y: int) -> int:
+        left = self.buyers if kind == "co_purchase" else self.viewers
+        right = self.viewers if kind == "co_view" else self.buyers
+        return len(left.get(x, set()) & right.get(y, set()))
+
+    def source_items(self, visitor: int, source: str, session: list[int] | None) -> set[int]:
+        if source == "cart":
+            return {i for (v, i) in self.cart_adds if v == visitor} - self.bought.get(visitor, set())
+        if source == "purchases":
+            return self.bought.get(visitor, set())
+        if source == "history":
+            return self.viewed.get(visitor, set())
+        if source == "last_session":
+            return self.last_session.get(visitor, set())
+        assert source == "live_session"
+        return set(session or ())
+
+
+def check_faithful(exp: Explanation, truth: Truth, visitor: int, session: list[int] | None) -> None:
+    y = exp.item_id
+    assert 0.0 <= exp.confidence <= 1.0
+    json.dumps(exp.to_dict())
+    weights = [r.weight for r in exp.reasons]
+    assert weights == sorted(weights, reverse=True) and math.isclose(sum(weights), 1.0)
+    kinds = [r.evidence["kind"] for r in exp.reasons]
+    if not PERSONAL_KINDS & set(kinds):
+        assert exp.confidence == 0.0
+    else:
+        assert exp.confidence > 0.0
+    if y not in truth.popularity.index:
+        assert kinds == ["new_item"] and exp.confidence == 0.0
+        return
+    assert "new_item" not in kinds and len(kinds) == len(set(kinds) - {"component_weights"}) + kinds.count(
+        "component_weights"
+    )
+    for reason in exp.reasons:
+        ev = reason.evidence
+        assert ev.get("item_id", y) == y
+        kind = ev["kind"]
+        if kind in PAIR_VERBS:
+            x, n = ev["source_item_id"], ev["count"]
+            assert x != y and n >= 1
+            assert n == truth.pair_count(kind, x, y), (kind, x, y)
+            assert x in truth.source_items(visitor, ev["source"], session)
+            v1, v2 = PAIR_VERBS[kind]
+            who = "visitor" if n == 1 else "visitors"
+            assert f"{n} {who} who {v1} item {x} also {v2} item {y}." in reason.text
+        elif kind == "in_cart":
+            assert truth.cart_adds[(visitor, y)] == ev["count"]
+            assert y not in truth.bought.get(visitor, set())
+        elif kind == "category_match":
+            cat = ev["category_id"]
+            assert truth.category[y] == cat and f"category {cat}" in reason.text or f"({cat})" in reason.text
+            pool = truth.source_items(visitor, ev["source"], session) - {y}
+            same = {i for i in pool if i in truth.category.index and truth.category[i] == cat}
+            assert ev["count"] == len(same) and set(ev["matching_item_ids"]) <= same
+            assert f"item {ev['matching_item_ids'][0]}" in reason.text
+        elif kind == "category_rank":
+            cat = ev["category_id"]
+            assert truth.category[y] == cat
+            members = truth.popularity[truth.category.index[truth.category == cat]]
+            assert ev["n_items"] == len(members)
+            assert ev["rank"] == 1 + int((members > truth.popularity[y]).sum())
+            assert f"#{ev['rank']} of {ev['n_items']}" in reason.text
+        elif kind == "popularity":
+            assert ev["count"] == truth.popularity[y]
+            assert ev["rank"] == 1 + int((truth.popularity > ev["count"]).sum())
+            assert ev["n_items"] == len(truth.popularity)
+            assert f"{ev['count']} interaction" in reason.text
+        else:
+            assert kind == "component_weights", kind
+
+
+def test_every_fact_is_true_on_the_tiny_split(tiny_split):
+    train = tiny_split[0]
+    explainer = fit_explainer(train, max_neighbors=20)
+    truth = Truth(train)
+    rng = np.random.default_rng(11)
+    stages = explainer.stages_.features_["funnel_stage"]
+    visitors = np.concatenate([
+        stages.index[stages != "browser"].to_numpy()[:60],
+        rng.choice(stages.index[stages == "browser"].to_numpy(), 60, replace=False),
+        [10**9],
+    ])
+    all_items = np.sort(train["item_id"].unique())
+    seen_kinds: set[str] = set()
+    for n, visitor in enumerate(visitors.tolist()):
+        mine = sorted(truth.viewed.get(visitor, set()) | truth.bought.get(visitor, set())
+                      | {i for (v, i) in truth.cart_adds if v == visitor})
+        idx = explainer.item_map_.to_idx(mine)
+        near = set()
+        for matrix in (explainer.co_view_, explainer.co_purchase_, explainer.view_buy_):
+            near |= set(explainer.item_map_.ids[matrix[idx].indices].tolist())
+        candidates = sorted(near)[:8] + rng.choice(all_items, 4).tolist() + mine[:2] + [10**9]
+        session = rng.choice(all_items, 3).tolist() if n % 3 == 0 else None
+        recs = [(int(i), float(s)) for i, s in zip(candidates, np.linspace(1, 0, len(candidates)), strict=True)]
+        weights = {"session": 0.6, "history": 0.4} if n % 4 == 0 else None
+        for exp in explainer.explain_batch(user_id=visitor, recommendations=recs, model_name="m",
+                                           session_item_ids=session, component_weights=weights):
+            check_faithful(exp, truth, visitor, session)
+            seen_kinds |= {r.evidence["kind"] for r in exp.reasons}
+    assert seen_kinds >= PERSONAL_KINDS | {"category_rank", "popularity", "new_item", "component_weights"}
+
+
+EVENT_ROWS = st.lists(
+    st.tuples(st.integers(0, 5), st.integers(0, 7), st.sampled_from(["view", "view", "addtocart", "transaction"]),
+              st.integers(0, 600)),
+    min_size=1, max_size=40,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=EVENT_ROWS, top_n=st.integers(1, 4), session=st.none() | st.lists(st.integers(0, 9), max_size=4))
+def test_every_fact_is_true_on_random_frames(rows, top_n, session):
+    train = make_events(rows, {i: i % 3 for i in range(8)})
+    explainer = fit_explainer(train, max_neighbors=top_n)
+    truth = Truth(train)
+    recs = [(i, 1.0 / (1 + i)) for i in range(10)]  # items 8 and 9 are never in training
+    for visitor in [*range(6), 99]:
+        explanations = explainer.explain_batch(user_id=visitor, recommendations=recs, model_name="m",
+                                               session_item_ids=session)
+        assert [e.item_id for e in explanations] == [i for i, _ in recs]
+        for exp in explanations:
+            check_faithful(exp, truth, visitor, session)
+
+
+# --------------------------------------------------------------------------- the seed notebook
+def test_seed_notebook_call_pattern(tiny_split):
+    from funnelrec.models import PopularItemsRecommender
+
+    train = tiny_split[0]
+    user_feature_extractor = UserFeatureExtractor()
+    user_feature_extractor.fit(train)
+    item_popularity = train["item_id"].value_counts().to_dict()
+    explainer = RecommendationExplainer(
+        user_feature_extractor=user_feature_extractor, item_popularity=item_popularity
+    )
+    explainer.fit(train)
+    sample_user = train["visitor_id"].iloc[0]
+    recs = PopularItemsRecommender().fit(train).recommend(sample_user, n_items=5)
+    explanations = explainer.explain_batch(user_id=sample_user, recommendations=recs, model_name="sasrec")
+    assert [e.item_id for e in explanations] == recs.item_ids
+    for exp in explanations:
+        line = f"Item {exp.item_id} (score: {exp.score:.4f}) {exp.get_summary()} {exp.confidence:.2f}"
+        assert exp.get_summary() in line and exp.model_name == "sasrec"
+        assert len(exp.reasons) >= 1
+        if len(exp.reasons) > 1:
+            assert exp.get_full_explanation().count("\n") == len(exp.reasons) - 1
