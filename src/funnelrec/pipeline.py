@@ -69,8 +69,12 @@ def ensure_data(raw_dir: Path | None = None, scale: str | None = None, seed: int
     return raw_dir
 
 
-def prepare_data(raw_dir: Path | None = None, min_session_length: int = 2) -> PreparedData:
-    """Load, sessionise, keep sessions of ``min_session_length``+ events, split by time."""
+def prepare_data(raw_dir: Path | None = None, min_session_length: int = 1) -> PreparedData:
+    """Load, sessionise, keep sessions of ``min_session_length``+ events, split by time.
+
+    The default keeps single-event sessions: they hold no next-item target, but they are most of
+    the history of returning visitors, whom the visitor-holdout protocol evaluates.
+    """
     from funnelrec.data.synthetic import describe
 
     loader = RetailRocketLoader(raw_dir)
