@@ -34,3 +34,15 @@ def tiny_split(tiny_data):
 
     events = SessionBuilder().build_sessions(tiny_data.canonical_events(with_sessions=False))
     return TimeBasedSplitter(0.8, 0.1, 0.1).split(events)
+
+
+@pytest.fixture(scope="session")
+def small_split():
+    """A small shop with many returning visitors: enough warm visitors to compare models."""
+    from funnelrec.data.processors.session_builder import SessionBuilder
+    from funnelrec.data.processors.splitter import TimeBasedSplitter
+    from funnelrec.data.synthetic import ScaleConfig, generate
+
+    config = ScaleConfig("small", n_visitors=40_000, n_items=800, n_categories=60, n_roots=6, return_rate=0.3)
+    events = SessionBuilder().build_sessions(generate(config, seed=11).canonical_events(with_sessions=False))
+    return TimeBasedSplitter(0.8, 0.1, 0.1).split(events)

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import pytest
 
-from funnelrec.data.processors.session_builder import SessionBuilder
-from funnelrec.data.processors.splitter import TimeBasedSplitter
-from funnelrec.data.synthetic import ScaleConfig, generate
 from funnelrec.evaluation import Evaluator
 from funnelrec.models import (
     ALSRecommender,
@@ -21,18 +18,9 @@ from funnelrec.models import (
 
 pytestmark = pytest.mark.slow
 
-SMALL = ScaleConfig("small", n_visitors=40_000, n_items=800, n_categories=60, n_roots=6, return_rate=0.3)
-
-
 @pytest.fixture(scope="module")
-def split():
-    events = SessionBuilder().build_sessions(generate(SMALL, seed=11).canonical_events(with_sessions=False))
-    return TimeBasedSplitter(0.8, 0.1, 0.1).split(events)
-
-
-@pytest.fixture(scope="module")
-def scores(split):
-    train, _, test = split
+def scores(small_split):
+    train, _, test = small_split
     evaluator = Evaluator(k_values=[10, 20])
     out = {}
     for model in (

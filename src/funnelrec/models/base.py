@@ -56,12 +56,20 @@ class RecommendationList(list):
     """``[(item_id, score), ...]``, best first, plus where the answer came from.
 
     ``is_fallback`` is True when the model could not personalise (unknown visitor, a session of
-    unknown items) and answered with popular items instead.
+    unknown items) and answered with popular items instead. ``component_weights`` is set by
+    hybrid models: how much each component weighed in this answer.
     """
 
-    def __init__(self, pairs: Iterable[tuple[int, float]] = (), *, is_fallback: bool = False) -> None:
+    def __init__(
+        self,
+        pairs: Iterable[tuple[int, float]] = (),
+        *,
+        is_fallback: bool = False,
+        component_weights: dict[str, float] | None = None,
+    ) -> None:
         super().__init__(pairs)
         self.is_fallback = is_fallback
+        self.component_weights = component_weights
 
     @property
     def item_ids(self) -> list[int]:

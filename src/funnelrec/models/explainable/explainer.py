@@ -13,9 +13,9 @@ Every fact an explanation states is true in the frame the explainer was fitted o
 ========================  =====================================================================
 evidence ``kind``         fact (all counts are distinct visitors or distinct items)
 ========================  =====================================================================
-``co_view``               ``count`` visitors viewed both ``source_item_id`` and ``item_id``
-``co_purchase``           ``count`` visitors bought (transaction) both items
-``view_then_buy``         ``count`` visitors viewed ``source_item_id`` and bought ``item_id``
+``co_view``               ``count`` other visitors viewed both ``source_item_id`` and ``item_id``
+``co_purchase``           ``count`` other visitors bought (transaction) both items
+``view_then_buy``         ``count`` other visitors viewed ``source_item_id``, bought ``item_id``
 ``in_cart``               the visitor added ``item_id`` to the cart ``count`` times, never bought it
 ``category_match``        ``item_id`` is in ``category_id``; the visitor has ``count`` other items
                           of it among their viewed items (``source="history"``), bought items
@@ -25,6 +25,9 @@ evidence ``kind``         fact (all counts are distinct visitors or distinct ite
 ``component_weights``     the weights the caller (a hybrid model) passed in, normalised
 ``new_item``              ``item_id`` has no event in the training data
 ========================  =====================================================================
+
+"Other visitors" leaves out the visitor being explained: their own views and purchases are
+never counted as evidence that others behave like them.
 
 The ``source`` of a co-occurrence says where the visitor's ``source_item_id`` comes from:
 ``"cart"`` (added to cart, not bought), ``"purchases"`` (bought), ``"history"`` (viewed),
@@ -137,6 +140,13 @@ COMPONENT_LABELS: dict[str, tuple[ReasonType, str]] = {
     "popular": (_T.POPULARITY, "what is popular"),
     "popularity": (_T.POPULARITY, "what is popular"),
     "intent": (_T.INTENT, "where you are in your shopping"),
+}
+
+#: Evidence kind -> (what visitors did with the source item, what they did with the target).
+_SIDES: dict[str, tuple[str, str]] = {
+    "co_view": ("viewed", "viewed"),
+    "co_purchase": ("bought", "bought"),
+    "view_then_buy": ("viewed", "bought"),
 }
 
 _EXPLORING = {FunnelStage.NEW.value, FunnelStage.BROWSER.value}
@@ -532,11 +542,15 @@ class RecommendationExplainer:
 
     def _best_pairs(
         self,
+        visitor: _Visitor,
         sources: np.ndarray,
         y_idx: np.ndarray,
         relations: list[tuple[str, sp.csr_matrix]],
     ) -> list[tuple[str, int, int, float] | None]:
-        """Per target: the strongest (kind, source idx, count, mass) over sources and relations."""
+        """Per target: the strongest (kind, source idx, count, mass) over sources and relations.
+
+        Counts are of *other* visitors: the explained visitor's own co-occurrence is taken out.
+        """
         best: list[tuple[str, int, int, float] | None] = [None] * len(y_idx)
         if len(sources) == 0 or len(y_idx) == 0:
             return best
@@ -544,6 +558,9 @@ class RecommendationExplainer:
         for kind, matrix in relations:
             sub = matrix[sources][:, y_idx].toarray().astype(np.int64)
             sub[sources[:, None] == y_idx[None, :]] = 0
+            left, right = (visitor.viewed if k == "viewed" else visitor.bought for k in _SIDES[kind])
+            own = np.isin(sources, left)[:, None] & np.isin(y_idx, right)[None, :]
+            sub = np.maximum(sub - own, 0)  # a kept pair the visitor made themself counts one less
             counts.append(sub)
             masses.append(sub * EVIDENCE_WEIGHTS[kind])
             kinds.append(kind)
@@ -569,9 +586,8 @@ class RecommendationExplainer:
         item_ids = self.item_map_.ids
         x_id, y_id = int(item_ids[x]), int(item_ids[y])
         x_label, y_label = self._label(x_id), self._label(y_id)
-        verbs = {"co_view": ("viewed", "viewed"), "co_purchase": ("bought", "bought"),
-                 "view_then_buy": ("viewed", "bought")}[kind]
-        who = "visitor" if n == 1 else "visitors"
+        verbs = _SIDES[kind]
+        who = "other visitor" if n == 1 else "other visitors"
         fact = f"{n} {who} who {verbs[0]} {x_label} also {verbs[1]} {y_label}"
         text = lead.format(x=x_label) + fact + "."
         evidence = {"kind": kind, "source": source, "item_id": y_id, "source_item_id": x_id,
@@ -595,20 +611,20 @@ class RecommendationExplainer:
 
         # intent: complements of the cart, then of previous purchases
         cart = self._best_pairs(
-            visitor.carted_open, y_idx,
+            visitor, visitor.carted_open, y_idx,
             [("co_purchase", self.co_purchase_), ("view_then_buy", self.view_buy_)],
         )
-        bought = self._best_pairs(visitor.bought, y_idx, [("co_purchase", self.co_purchase_)])
+        bought = self._best_pairs(visitor, visitor.bought, y_idx, [("co_purchase", self.co_purchase_)])
         # session: the live session, else the last visit; collaborative: the rest of the viewing
         # history. Sources are disjoint (cart, purchases, session, history), so no fact is told twice.
         funnel_items = np.concatenate([visitor.carted_open, visitor.bought])
         session_items = np.setdiff1d(visitor.session, funnel_items)
         session = self._best_pairs(
-            session_items, y_idx, [("view_then_buy", self.view_buy_), ("co_view", self.co_view_)]
+            visitor, session_items, y_idx, [("view_then_buy", self.view_buy_), ("co_view", self.co_view_)]
         )
         history_items = np.setdiff1d(visitor.viewed, np.concatenate([funnel_items, visitor.session]))
         history = self._best_pairs(
-            history_items, y_idx, [("view_then_buy", self.view_buy_), ("co_view", self.co_view_)]
+            visitor, history_items, y_idx, [("view_then_buy", self.view_buy_), ("co_view", self.co_view_)]
         )
         session_lead = (
             "You just viewed {x}: " if visitor.session_source == "live_session"

@@ -74,10 +74,24 @@ def _mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int, dropout: float) 
     return nn.Sequential(*layers)
 
 
+#: Standardised features are clipped to +-this many standard deviations.
+FEATURE_CLIP = 5.0
+
+
 def _standardise(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Column-standardised ``matrix`` (clipped), with the mean and scale used.
+
+    A constant column keeps scale 1: the "new visitor" stage is constant (0) over training
+    visitors, and dividing by a ~0 deviation would blow the new visitor's row up.
+    """
     mean = matrix.mean(axis=0)
-    std = np.maximum(matrix.std(axis=0), 1e-6)
-    return ((matrix - mean) / std).astype(np.float32), mean.astype(np.float32), std.astype(np.float32)
+    std = matrix.std(axis=0)
+    std = np.where(std < 1e-3, 1.0, std)
+    return _scaled(matrix, mean, std), mean.astype(np.float32), std.astype(np.float32)
+
+
+def _scaled(matrix: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    return np.clip((matrix - mean) / std, -FEATURE_CLIP, FEATURE_CLIP).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- the network
@@ -104,7 +118,7 @@ class TwoTowerNet(nn.Module):
         d = embedding_dim
         self.pad = n_items
         self.item_embedding = nn.Embedding(n_items + 1, d, padding_idx=n_items)
-        nn.init.normal_(self.item_embedding.weight, std=0.1)
+        nn.init.normal_(self.item_embedding.weight, std=0.01)
         with torch.no_grad():
             self.item_embedding.weight[n_items].zero_()
         cat_dim = max(8, d // 2)
@@ -268,7 +282,7 @@ class TwoTowerRecommender(TorchRecommender):
         raw = users.feature_matrix(visitor_ids)
         new_row = users.feature_matrix(np.array([int(visitor_ids.min()) - 1]))
         self.user_features_, mean, std = _standardise(raw)
-        self.new_visitor_features_ = ((new_row[0] - mean) / std).astype(np.float32)
+        self.new_visitor_features_ = _scaled(new_row, mean, std)[0]
         # examples: every event after a visitor's first (repeats collapsed) is a target
         sequences = dedupe_consecutive(data.visitor_sequences())
         tails = sequences.tails(self.history_length)

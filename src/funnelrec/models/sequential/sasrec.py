@@ -36,10 +36,11 @@ LOSS_TYPES = ("auto", "ce", "sampled", "gbce")
 AUTO_CE_MAX_ITEMS = 50_000
 #: Popularity exponent of the negative sampler of ``loss_type="sampled"``.
 SAMPLE_ALPHA = 0.75
-#: Upper bound on floats in one block of loss logits; larger losses are computed in
-#: checkpointed chunks (the logits are recomputed in the backward pass, never all held).
+#: Upper bound on floats in one block of logits. Larger losses are computed in checkpointed
+#: chunks (the logits are recomputed in the backward pass, never all held); scoring runs in
+#: blocks of at most this many scores.
 LOSS_BLOCK_FLOATS = 1 << 24
-#: Rows per forward pass when scoring.
+#: Most rows per forward pass when scoring.
 INFERENCE_ROWS = 1024
 
 
@@ -252,9 +253,12 @@ class SASRecRecommender(TorchRecommender):
         self.loss_type_ = self.loss_type
         if self.loss_type == "auto":
             self.loss_type_ = "ce" if self.n_items <= AUTO_CE_MAX_ITEMS else "sampled"
+        if self.loss_type_ == "gbce" and self.n_items < 2:
+            raise ValueError("loss_type='gbce' needs at least two items to draw negatives from")
         counts = data.item_counts().astype(np.float64)
         probs = np.power(np.maximum(counts, 1.0), SAMPLE_ALPHA)
         self._sample_probs = torch.as_tensor(probs / probs.sum(), dtype=torch.float32, device=self.device_)
+        self._log_q = torch.log(self._sample_probs)
 
     def _set_history(self, sequences: Sequences) -> None:
         """Each visitor's last ``max_seq_length`` items, flat and indexed by visitor index."""
@@ -294,7 +298,7 @@ class SASRecRecommender(TorchRecommender):
         if self.loss_type_ == "sampled":
             k = min(self.n_negatives, self.n_items)
             negatives = torch.multinomial(self._sample_probs, k, replacement=True)
-            log_q = torch.log(self._sample_probs)
+            log_q = self._log_q
             neg_w, neg_logq = weights[negatives], log_q[negatives]
 
             def sampled(hc: torch.Tensor, tc: torch.Tensor) -> torch.Tensor:
@@ -307,8 +311,6 @@ class SASRecRecommender(TorchRecommender):
             return _chunked_mean(sampled, h, target, LOSS_BLOCK_FLOATS // (k + 1))
         # gbce: k uniform negatives per position, never the position's own target
         k = min(self.n_negatives, self.n_items - 1)
-        if k < 1:
-            raise ValueError("loss_type='gbce' needs at least two items")
         alpha = k / (self.n_items - 1)
         beta = alpha * (self.gbce_t * (1 - 1 / alpha) + 1 / alpha)
 
@@ -322,19 +324,18 @@ class SASRecRecommender(TorchRecommender):
         return _chunked_mean(gbce, h, target, LOSS_BLOCK_FLOATS // (k * self.hidden_dim))
 
     # ---------------------------------------------------------------- scoring hooks
-    def _hidden_last(self, padded: np.ndarray) -> np.ndarray:
-        """Last-position hidden state of left-padded rows, in chunks: ``[rows, hidden_dim]``."""
-        out = np.empty((len(padded), self.hidden_dim), dtype=np.float32)
+    def _scores(self, sequences: Sequences) -> np.ndarray:
+        """Last-position hidden state @ item embeddings, in chunks on the model's device."""
+        padded = left_padded(sequences, self.max_seq_length)
+        scores = np.empty((len(padded), self.n_items), dtype=np.float32)
+        rows = max(1, min(INFERENCE_ROWS, LOSS_BLOCK_FLOATS // self.n_items))
         with self._inference():
-            for lo in range(0, len(padded), INFERENCE_ROWS):
-                block = padded[lo : lo + INFERENCE_ROWS]
+            weights = self.net_.item_weights()
+            for lo in range(0, len(padded), rows):
+                block = padded[lo : lo + rows]
                 width = max(int((block > 0).sum(axis=1).max(initial=0)), 1)
                 seq = torch.from_numpy(np.ascontiguousarray(block[:, -width:])).to(self.device_)
-                out[lo : lo + len(block)] = self.net_(seq)[:, -1].float().cpu().numpy()
-        return out
-
-    def _scores(self, sequences: Sequences) -> np.ndarray:
-        scores = self._hidden_last(left_padded(sequences, self.max_seq_length)) @ self._item_vectors().T
+                scores[lo : lo + len(block)] = (self.net_(seq)[:, -1] @ weights.T).float().cpu().numpy()
         empty = sequences.lengths == 0
         if empty.any():
             scores[empty] = self._fallback_scores(int(empty.sum()))

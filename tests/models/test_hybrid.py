@@ -1,0 +1,115 @@
+"""The funnel-aware hybrid: conformance, learned context-dependent weights, persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conformance import RecommenderConformance
+
+from funnelrec.models import (
+    ALSRecommender,
+    FunnelAwareHybridRecommender,
+    Item2VecRecommender,
+    PopularItemsRecommender,
+    Recommender,
+    SessionKNNRecommender,
+)
+
+
+def components(seed=0):
+    return {
+        "popular_model": PopularItemsRecommender(),
+        "content_model": Item2VecRecommender(embedding_dim=16, epochs=3, seed=seed),
+        "cf_model": ALSRecommender(factors=16, iterations=5, random_state=seed),
+        "session_model": SessionKNNRecommender(),
+    }
+
+
+class TestHybrid(RecommenderConformance):
+    def make_model(self):
+        return FunnelAwareHybridRecommender(**components(), epochs=50, max_training_examples=800, seed=1)
+
+    def test_unknown_visitor_with_session_gets_its_categories(self, fitted, tiny_split):
+        # the hybrid does better than the popularity fallback: it fuses the live session
+        train, _, _ = tiny_split
+        recs = fitted.recommend(-12345, n_items=3, session_item_ids=train["item_id"].iloc[:2].tolist())
+        assert not recs.is_fallback and len(recs) == 3
+        assert sum(recs.component_weights.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def learned(small_split):
+    train, val, _ = small_split
+    return FunnelAwareHybridRecommender(**components(), seed=0).fit(train, val_events=val)
+
+
+def test_weights_depend_on_context(learned, small_split):
+    train, _, _ = small_split
+    sessions_per_visitor = train.groupby("visitor_id")["session_id"].nunique()
+    returning = sessions_per_visitor[sessions_per_visitor.between(2, 10)].index[:50]
+    lengths = train["session_id"].value_counts()
+    long_sessions = train[train.session_id.isin(lengths[lengths >= 4].index[:50])].groupby("session_id")["item_id"]
+    history_only = [learned.explain_weights(int(v)) for v in returning]
+    live_only = [learned.explain_weights(None, items.tolist()) for _, items in long_sessions]
+    assert len(history_only) == len(live_only) == 50
+    assert all(sum(w.values()) == pytest.approx(1.0, abs=1e-5) for w in history_only + live_only)
+
+    def mean(weights, role):
+        return float(np.mean([w[role] for w in weights]))
+
+    # the session model counts more for a long live session without history ...
+    assert mean(live_only, "session") > mean(history_only, "session") + 0.05
+    # ... and the history model more for a returning visitor without a live session
+    assert mean(history_only, "cf") > mean(live_only, "cf") + 0.05
+
+
+def test_weights_are_on_the_result(learned, small_split):
+    train, _, _ = small_split
+    visitor = int(train.visitor_id.iloc[0])
+    recs = learned.recommend(visitor, n_items=5)
+    assert set(recs.component_weights) == {"popular", "content", "cf", "session"}
+    live = learned.recommend_by_item_ids(train.item_id.iloc[:3].tolist(), n_items=5)
+    assert live.component_weights == learned.explain_weights(None, train.item_id.iloc[:3].tolist())
+
+
+def test_recommend_with_visitor_and_session(learned, small_split):
+    train, _, _ = small_split
+    visitor = int(train.visitor_id.iloc[0])
+    items = train.item_id.iloc[10:14].tolist()
+    both = learned.recommend(visitor, n_items=10, session_item_ids=items)
+    alone = learned.recommend(visitor, n_items=10)
+    assert both.item_ids != alone.item_ids  # the live session changes the answer
+    seen = set(train.loc[train.visitor_id == visitor, "item_id"])
+    assert not seen & set(both.item_ids)
+
+
+def test_any_component_may_be_missing(tiny_split):
+    train, val, _ = tiny_split
+    model = FunnelAwareHybridRecommender(cf_model=ALSRecommender(factors=8, iterations=3, random_state=0),
+                                         epochs=20).fit(train, val_events=val)
+    assert model.roles_ == ["cf"]
+    assert len(model.recommend(int(train.visitor_id.iloc[0]), n_items=3)) == 3
+
+
+def test_normalisations_and_bad_arguments(tiny_split):
+    train, val, _ = tiny_split
+    for how in ("zscore", "rank"):
+        model = FunnelAwareHybridRecommender(popular_model=PopularItemsRecommender(),
+                                             cf_model=ALSRecommender(factors=8, iterations=3, random_state=0),
+                                             score_normalization=how, epochs=20).fit(train, val_events=val)
+        scores = [s for _, s in model.recommend(int(train.visitor_id.iloc[0]), n_items=5)]
+        assert scores == sorted(scores, reverse=True) and np.isfinite(scores).all()
+    with pytest.raises(ValueError, match="score_normalization"):
+        FunnelAwareHybridRecommender(popular_model=PopularItemsRecommender(), score_normalization="max")
+    with pytest.raises(ValueError, match="at least one"):
+        FunnelAwareHybridRecommender().fit(train)
+    with pytest.raises(TypeError, match="cf_model"):
+        FunnelAwareHybridRecommender(cf_model="als")
+
+
+def test_saved_hybrid_keeps_its_components(learned, tmp_path):
+    path = learned.save(tmp_path / "hybrid")
+    assert sorted(p.name for p in (path / "components").iterdir()) == ["cf", "content", "popular", "session"]
+    loaded = Recommender.load(path)
+    assert loaded.explain_weights(None, [int(learned.item_ids[0])]) == learned.explain_weights(
+        None, [int(learned.item_ids[0])])
