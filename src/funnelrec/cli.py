@@ -128,26 +128,36 @@ def demo(
     scale: Annotated[str | None, typer.Option(help="Synthetic scale if data must be generated.")] = None,
     max_users: Annotated[int, typer.Option(help="Visitors sampled by evaluate().")] = 2000,
     models: Annotated[str | None, typer.Option(help="Comma-separated model keys (default: all).")] = None,
+    report: Annotated[bool, typer.Option(help="Write the HTML report.")] = True,
 ) -> None:
-    """Generate (if needed), load, sessionise, split, train every model, evaluate, report."""
-    from funnelrec.pipeline import DEMO_MODELS, ensure_data, fit_and_evaluate, prepare_data
+    """Generate (if needed), load, sessionise, split, train every model, evaluate, explain, report."""
+    from funnelrec.data.features.user_features import UserFeatureExtractor
+    from funnelrec.data.synthetic import format_description
+    from funnelrec.models.base import REGISTRY, get_model_class
+    from funnelrec.models.explainable.explainer import RecommendationExplainer
+    from funnelrec.pipeline import (
+        DEMO_MODELS,
+        ensure_data,
+        fit_and_evaluate,
+        prepare_data,
+        sample_explanations,
+    )
 
     started = time.perf_counter()
     run = datetime.now().strftime("%Y%m%d-%H%M%S")
+    get_model_class("popular")  # registers every built-in model
+    specs = {k: v for k, v in DEMO_MODELS.items() if k in REGISTRY}
+    if models:
+        wanted = [m.strip() for m in models.split(",") if m.strip()]
+        unknown = [m for m in wanted if m not in specs]
+        if unknown:
+            _fail(f"unknown model(s) {unknown}; available: {list(specs)}", EXIT_BAD_INPUT)
+        specs = {m: specs[m] for m in wanted}
     ensure_data(scale=scale)
     data = prepare_data()
     console.rule("[bold]Data")
-    from funnelrec.data.synthetic import format_description
-
     console.print(format_description(data.description))
     console.print(f"train {len(data.train):,} / val {len(data.val):,} / test {len(data.test):,} events")
-    specs = DEMO_MODELS
-    if models:
-        wanted = [m.strip() for m in models.split(",") if m.strip()]
-        unknown = [m for m in wanted if m not in DEMO_MODELS]
-        if unknown:
-            _fail(f"unknown model(s) {unknown}; available: {list(DEMO_MODELS)}", EXIT_BAD_INPUT)
-        specs = {m: DEMO_MODELS[m] for m in wanted}
     artifacts = settings.artifacts_dir / run
     console.rule("[bold]Models")
     outcome = fit_and_evaluate(data, specs, max_users=max_users, artifacts_dir=artifacts)
@@ -166,8 +176,42 @@ def demo(
         ["recall@5", "recall@20", "mrr@5", "mrr@20", "coverage"],
         f"Next item in session (evaluate_sessions, {int(outcome.session_results['n_events'].max()):,} events)",
     ))
+
+    console.rule("[bold]Explanations")
+    features = UserFeatureExtractor().fit(data.train)
+    explainer = RecommendationExplainer(features, data.train["item_id"].value_counts().to_dict()).fit(data.train)
+    explainer.save(artifacts / "explainer")
+    explained_model = outcome.models.get("funnel_hybrid") or next(iter(outcome.models.values()))
+    samples = sample_explanations(data, explained_model, explainer, n_items=3)
+    for sample in samples:
+        who = f"visitor {sample['visitor_id']}" if sample["visitor_id"] is not None else \
+            f"a new visitor viewing {sample['session_item_ids']}"
+        console.print(f"[bold]{who}[/] ({sample['funnel_stage']}), {sample['model']}:")
+        for item in sample["items"]:
+            console.print(f"  item {item['item_id']}  [dim]confidence {item['confidence']:.2f}[/]  {item['summary']}")
+
+    if report:
+        report_path = _write_report(data, outcome, samples, settings.reports_dir / run, run)
+        console.print(f"Report: {report_path}")
     console.print(f"Results: {results_path}, {sessions_path}; models: {artifacts}")
     console.print(f"[bold green]Done[/] in {time.perf_counter() - started:.1f}s")
+
+
+def _write_report(data, outcome, samples, out_dir: Path, run: str) -> Path:
+    from funnelrec.reporting.html_report import build_report
+
+    embedding_png = None
+    two_tower = outcome.models.get("two_tower")
+    if two_tower is not None and data.category_tree is not None:
+        from funnelrec.reporting.embeddings import plot_model_embeddings
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        embedding_png = plot_model_embeddings(two_tower, data.category_tree, out_dir / "item_embeddings.png")
+    return build_report(
+        out_dir, results=outcome.results, session_results=outcome.session_results,
+        fit_seconds=outcome.fit_seconds, events=data.events, explanations=samples,
+        embedding_png=embedding_png, run_info={"run": run, "funnelrec": funnelrec.__version__},
+    )
 
 
 # ------------------------------------------------------------------------------- models
@@ -261,6 +305,37 @@ def recommend(
     for rank, (item_id, score) in enumerate(recs, 1):
         table.add_row(str(rank), str(item_id), f"{score:.4f}")
     console.print(table)
+
+
+# ------------------------------------------------------------------------------- serving
+@app.command()
+def serve(
+    artifacts: Annotated[Path, typer.Option(help="Folder of saved models (one subfolder each) "
+                                                 "and an optional explainer/ folder.")],
+    host: Annotated[str, typer.Option(help="Interface to bind; loopback unless told otherwise.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free port).")] = 8000,
+) -> None:
+    """Serve the saved models over HTTP (FastAPI; docs at /docs). API key: FUNNELREC_API_KEY."""
+    import uvicorn
+
+    from funnelrec.models.base import ArtifactError
+    from funnelrec.serving.app import create_app, find_model_dirs
+
+    try:
+        found = find_model_dirs(artifacts)
+    except ArtifactError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    if not found:
+        _fail(f"no saved models in {artifacts}: expected subfolders with config.json "
+              "(run `funnelrec demo` or `funnelrec train`)", EXIT_BAD_INPUT)
+    web = create_app(artifacts)
+    console.print(f"Serving {', '.join(found)} on http://{host}:{port} (docs at /docs)")
+    server = uvicorn.Server(uvicorn.Config(web, host=host, port=port, log_level="info"))
+    server.run()
+    if not server.started:
+        if web.state.startup_error:
+            _fail(web.state.startup_error, EXIT_BAD_INPUT)
+        _fail(f"the server did not start on {host}:{port} (see the log above)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,7 +26,21 @@ DEMO_MODELS: dict[str, dict[str, Any]] = {
     "popular": {},
     "als": {"factors": 64, "iterations": 10},
     "item2vec": {"embedding_dim": 64, "window": 5, "epochs": 20},
-    "session_knn": {},  # noqa: RUF100
+    "session_knn": {},
+    "gru4rec": {"epochs": 5},
+    "sasrec": {"hidden_dim": 64, "n_heads": 2, "n_layers": 2, "max_seq_length": 50, "dropout": 0.2,
+               "learning_rate": 0.001, "batch_size": 512, "epochs": 5},
+    "two_tower": {"embedding_dim": 64, "hidden_dims": [128, 64], "dropout": 0.2, "temperature": 0.1,
+                  "learning_rate": 0.001, "batch_size": 1024, "epochs": 5, "negative_samples": 4},
+    "funnel_hybrid": {},
+}
+
+#: The hybrid's components (role -> model key), as in the seed notebook's section 6.
+HYBRID_COMPONENTS: dict[str, str] = {
+    "popular_model": "popular",
+    "content_model": "item2vec",
+    "cf_model": "als",
+    "session_model": "sasrec",
 }
 
 
@@ -40,6 +54,7 @@ class PreparedData:
     test: pd.DataFrame
     description: pd.Series
     load_report: str = ""
+    category_tree: pd.DataFrame | None = None
 
 
 @dataclass
@@ -84,11 +99,20 @@ def prepare_data(raw_dir: Path | None = None, min_session_length: int = 1) -> Pr
     if min_session_length > 1:
         events = builder.filter_short_sessions(events, min_length=min_session_length)
     train, val, test = TimeBasedSplitter().split(events)
-    return PreparedData(events, train, val, test, describe(events), loader.report.summary())
+    try:
+        tree = loader.load_category_tree()
+    except FileNotFoundError:
+        tree = None
+    return PreparedData(events, train, val, test, describe(events), loader.report.summary(), tree)
 
 
-def build_model(key: str, **params: Any) -> Recommender:
-    """A registered model by key with the given hyperparameters."""
+def build_model(key: str, fitted: dict[str, Recommender] | None = None, **params: Any) -> Recommender:
+    """A registered model by key; the hybrid takes its components from ``fitted`` when there."""
+    if key == "funnel_hybrid":
+        fitted = fitted or {}
+        for role, component_key in HYBRID_COMPONENTS.items():
+            params.setdefault(role, fitted.get(component_key) or get_model_class(component_key)(
+                **DEMO_MODELS.get(component_key, {})))
     return get_model_class(key)(**params)
 
 
@@ -106,9 +130,10 @@ def fit_and_evaluate(
     outcome = DemoResult(data=data, artifacts_dir=artifacts_dir)
     rows, session_rows = [], []
     for key, params in model_specs.items():
-        model = build_model(key, **params)
+        model = build_model(key, outcome.models, **params)
         started = time.perf_counter()
-        model.fit(data.train, val_events=data.val if model.sequential else None)
+        uses_val = model.sequential or key == "funnel_hybrid"
+        model.fit(data.train, val_events=data.val if uses_val else None)
         outcome.fit_seconds[model.name] = time.perf_counter() - started
         outcome.models[key] = model
         result = evaluator.evaluate(model, data.train, data.test, n_items=20, max_users=max_users)
@@ -121,3 +146,58 @@ def fit_and_evaluate(
     outcome.results = pd.DataFrame(rows)
     outcome.session_results = pd.DataFrame(session_rows)
     return outcome
+
+
+def sample_explanations(
+    data: PreparedData,
+    model: Recommender,
+    explainer,
+    *,
+    n_items: int = 5,
+    per_stage: int = 1,
+    seed: int | None = None,
+) -> list[dict[str, Any]]:
+    """Explained recommendations for sample visitors, one (or ``per_stage``) per funnel stage.
+
+    Visitors are drawn (seeded) from the training period so the explanations have history to cite;
+    a brand-new visitor with a live session stands for the ``new`` stage.
+    """
+    import numpy as np
+
+    from funnelrec.data.features.user_features import FUNNEL_STAGES, UserFeatureExtractor
+
+    rng = np.random.default_rng(settings.random_seed if seed is None else seed)
+    features = explainer.user_feature_extractor if getattr(explainer, "user_feature_extractor", None) else \
+        UserFeatureExtractor().fit(data.train)
+    stages = features.features_["funnel_stage"]
+    out: list[dict[str, Any]] = []
+    for stage in FUNNEL_STAGES:
+        if stage == "new":
+            session = data.test.loc[data.test["session_id"] == data.test["session_id"].iloc[0], "item_id"]
+            visitors, live = [None], session.tolist()[:3]
+        else:
+            pool = stages.index[stages.to_numpy() == stage].to_numpy()
+            if len(pool) == 0:
+                continue
+            visitors, live = rng.choice(pool, min(per_stage, len(pool)), replace=False).tolist(), None
+        for visitor in visitors:
+            if visitor is None:
+                recs = model.recommend_by_item_ids(live, n_items=n_items)
+            else:
+                recs = model.recommend(int(visitor), n_items=n_items)
+            explanations = explainer.explain_batch(
+                user_id=-1 if visitor is None else int(visitor), recommendations=recs, model_name=model.name,
+                session_item_ids=live, component_weights=getattr(recs, "component_weights", None),
+            )
+            out.append({
+                "visitor_id": None if visitor is None else int(visitor),
+                "funnel_stage": stage,
+                "model": model.name,
+                "session_item_ids": live,
+                "items": [
+                    {"item_id": e.item_id, "score": e.score, "summary": e.get_summary(),
+                     "reasons": [r.text for r in e.reasons], "confidence": e.confidence}
+                    for e in explanations
+                ],
+            })
+    return out
