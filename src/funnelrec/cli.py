@@ -240,17 +240,31 @@ def train(
     console.print(f"[green]Saved[/] {instance.name} to {path}")
 
 
+def _is_model_dir(path: Path) -> bool:
+    """A folder saved by Recommender.save (an explainer or other artifact is not a model)."""
+    from funnelrec.models.base import REGISTRY, get_model_class
+
+    get_model_class("popular")  # registers the built-in models
+    try:
+        return json.loads((path / "config.json").read_text()).get("model") in REGISTRY
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return (path / "config.json").exists()  # let load() report the corruption
+
+
 def _load_models(artifacts: Path) -> dict[str, Any]:
     from funnelrec.models.base import ArtifactError, Recommender
 
-    folders = [artifacts] if (artifacts / "config.json").exists() else sorted(
-        p for p in artifacts.iterdir() if (p / "config.json").exists()
-    ) if artifacts.is_dir() else []
+    if (artifacts / "config.json").exists():
+        folders = [artifacts]
+    elif artifacts.is_dir():
+        folders = sorted(p for p in artifacts.iterdir() if p.is_dir() and _is_model_dir(p))
+    else:
+        folders = []
     if not folders:
         _fail(f"no saved models in {artifacts}", EXIT_BAD_INPUT)
     try:
         return {p.name: Recommender.load(p) for p in folders}
-    except ArtifactError as exc:
+    except (ArtifactError, KeyError) as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
     raise AssertionError("unreachable")
 
