@@ -123,7 +123,7 @@ def part_a(threads: int, n_queries: int = 2000, n_latency: int = 1000) -> str:
         "exact search; latency of one query per call over "
         f"{n_latency:,} calls (Python wrapper included); throughput of one {n_queries:,}-query batch. "
         "Empty cells: the same index as the row above, another search parameter.\n\n"
-        + table.to_markdown(index=False, floatfmt=".3f")
+        + table.astype(object).where(table.notna(), None).to_markdown(index=False, floatfmt=".3f", missingval="")
     )
     return body
 
@@ -245,7 +245,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    model_kwargs = {"epochs": 10, "seed": 42, **json.loads(args.model)}
+    model_kwargs = {"seed": 42, **json.loads(args.model)}
     sections = []
     if args.part in ("a", "all"):
         sections.append(part_a(args.threads))

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     session_timeout_minutes: float = Field(30.0, gt=0)
     random_seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # FAISS search threads (None: FAISS's default, all cores)
+    faiss_threads: int | None = Field(None, ge=1)
     event_weights: EventWeights = EventWeights()
     # Scale of the synthetic data `funnelrec demo` generates when data_dir/raw is empty.
     demo_scale: Literal["tiny", "demo", "full"] = "demo"

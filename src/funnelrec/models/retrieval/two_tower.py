@@ -3,9 +3,11 @@
 The item tower reads an item's id embedding, its category embedding and its statistics
 (popularity, conversion rates from :class:`~funnelrec.data.features.item_features.ItemFeatureExtractor`);
 the visitor tower pools the id embeddings of the visitor's recent items (the same embedding
-table) with attention and reads the visitor's funnel features
-(:class:`~funnelrec.data.features.user_features.UserFeatureExtractor`). Both end L2-normalised,
-so a score is a cosine. Because the visitor tower needs only items and features, a visitor never
+table) with attention, and reads the most recent item, the mean category embedding of the
+history and the visitor's funnel features
+(:class:`~funnelrec.data.features.user_features.UserFeatureExtractor`). Each tower's MLP output
+is added to its id-embedding path (the item's own embedding, the pooled history) and
+L2-normalised, so a score is a cosine. Because the visitor tower needs only items and features, a visitor never
 seen in training still gets a tower output from a live session (with "new visitor" features):
 that is what ``recommend_by_item_ids`` answers with.
 
@@ -118,6 +120,7 @@ class TwoTowerNet(nn.Module):
         d = embedding_dim
         self.pad = n_items
         self.item_embedding = nn.Embedding(n_items + 1, d, padding_idx=n_items)
+        # small: at the notebook's learning rate (1e-3) embeddings of scale 0.1 barely turn in 5 epochs
         nn.init.normal_(self.item_embedding.weight, std=0.01)
         with torch.no_grad():
             self.item_embedding.weight[n_items].zero_()
@@ -129,7 +132,7 @@ class TwoTowerNet(nn.Module):
         self.item_mlp = _mlp(d + cat_dim + item_stats.shape[1], hidden_dims, d, dropout)
         self.attention = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))
         self.position_bias = nn.Parameter(torch.zeros(history_length))
-        self.user_mlp = _mlp(2 * d + user_dim, hidden_dims, d, dropout)
+        self.user_mlp = _mlp(2 * d + cat_dim + user_dim, hidden_dims, d, dropout)
 
     def item_tower(self, item_idx: torch.Tensor) -> torch.Tensor:
         x = torch.cat(
@@ -151,7 +154,12 @@ class TwoTowerNet(nn.Module):
         weights = torch.softmax(logits, dim=1) * valid  # a row with no history pools to zero
         pooled = (weights.unsqueeze(-1) * emb).sum(dim=1)
         last = emb[:, -1]  # the most recent item (zero when there is none)
-        return F.normalize(self.user_mlp(torch.cat([pooled, last, features], dim=1)) + pooled, dim=1)
+        # the categories the visitor browsed: mean category embedding of the history
+        categories = self.category_embedding(self.item_category[history.clamp(max=self.pad - 1)])
+        n_valid = valid.sum(dim=1, keepdim=True).clamp(min=1)
+        category_mean = (categories * valid.unsqueeze(-1)).sum(dim=1) / n_valid
+        x = torch.cat([pooled, last, category_mean, features], dim=1)
+        return F.normalize(self.user_mlp(x) + pooled, dim=1)
 
 
 # --------------------------------------------------------------------------- the model
