@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -128,6 +129,7 @@ def main() -> int:
     params = {**OFFICIAL_RSC15_CE, "epochs": args.epochs, **parse_params(args.param)}
     model = GRU4RecRecommender(**params, seed=args.seed, device=args.device, show_progress=False)
 
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     started = time.perf_counter()
     model.fit(train)
     fit_seconds = time.perf_counter() - started
@@ -150,7 +152,8 @@ def main() -> int:
         f"| MRR@20 | {metrics['mrr@20']:.4f} | {metrics['mrr@20_ties_in_favour']:.4f} | 0.353 |",
         "",
         f"Fit {fit_seconds:.1f} s ({fit_seconds / params['epochs']:.1f} s/epoch), "
-        f"evaluation {eval_seconds:.1f} s. Loss per epoch: "
+        f"evaluation {eval_seconds:.1f} s; 1-minute load average {load_before:.1f} when the fit "
+        f"started (other jobs on the machine slow multi-threaded torch badly). Loss per epoch: "
         + ", ".join(f"{h['loss']:.4f}" for h in model.history_) + ".",
     ]
     body = "\n".join(lines)

@@ -13,7 +13,14 @@ because they change the training scheme. This one keeps it:
 - **losses**: cross-entropy with logQ correction (``'ce'``), BPR-max with score regularisation
   (``'bpr-max'``), TOP1-max (``'top1-max'``);
 - **optimiser**: Adagrad with optional momentum whose sparse updates touch only the rows of the
-  embedding matrices seen in the step (the official ``IndexedAdagradM``), or Adam.
+  embedding matrices seen in the step (the official ``IndexedAdagradM``), or Adam (lazy, row-wise
+  on the item tables), so a step costs the same whatever the size of the catalogue.
+
+The official RSC15 settings (``loss_type='ce'``, ``constrained_embedding=True``,
+``optimizer='adagrad'``, ``learning_rate=0.1``, ``batch_size=32``, ``hidden_dim=100``,
+``dropout_p_embed=0.1``, ``dropout=0``, ``n_sample=512``) are in
+``benchmarks/gru4rec_yoochoose.py``. The defaults keep the seed notebook's call
+(``learning_rate=0.001`` suits Adam, not Adagrad).
 """
 
 from __future__ import annotations
@@ -197,6 +204,21 @@ class IndexedAdagradM(torch.optim.Optimizer):
         return loss
 
 
+class CombinedOptimizer:
+    """Several optimisers stepped as one (the loop only calls ``zero_grad`` and ``step``)."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
+        self.optimizers = optimizers
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+
 # --------------------------------------------------------------------------- network
 def _init_uniform(tensor: torch.Tensor, fan_rows: float, fan_cols: float) -> None:
     """Uniform in ``+-sqrt(6 / (fan_rows + fan_cols))`` (Glorot), as the official initialisation."""
@@ -340,7 +362,9 @@ class GRU4RecRecommender(TorchRecommender):
     dropout_p_embed:
         Dropout on the input embedding.
     optimizer, momentum:
-        ``'adagrad'`` (Adagrad with ``momentum``, sparse row updates) or ``'adam'``.
+        ``'adam'`` (dense Adam for the GRU, lazy row-wise ``SparseAdam`` for the item tables) or
+        ``'adagrad'`` (Adagrad with ``momentum``, sparse row updates; the official optimiser,
+        with learning rates around 0.05-0.1).
     max_history:
         ``recommend(visitor)`` runs the GRU over the last ``max_history`` items of the visitor's
         most recent training session.
@@ -449,6 +473,7 @@ class GRU4RecRecommender(TorchRecommender):
         self._train_items = train.items
         self._train_offsets = train.offsets
         self._n_steps: int | None = None
+        self._hidden: torch.Tensor | None = None
 
         counts = data.item_counts().astype(np.float64)
         counts = np.maximum(counts, 1.0)  # every catalogue item has an event; guard log(0) anyway
@@ -479,16 +504,23 @@ class GRU4RecRecommender(TorchRecommender):
             dropout=self.dropout,
             dropout_p_embed=self.dropout_p_embed,
             constrained_embedding=self.constrained_embedding,
-            sparse=self.optimizer == "adagrad",
+            sparse=True,
         )
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         if self.optimizer == "adagrad":
             return IndexedAdagradM(self.net_.parameters(), lr=self.learning_rate, momentum=self.momentum)
-        return torch.optim.Adam(self.net_.parameters(), lr=self.learning_rate)
+        # Adam: lazy (row-wise) updates of the item tables, so a step costs the same for any catalogue
+        tables = [m.weight for m in self.net_.modules() if isinstance(m, nn.Embedding)]
+        table_ids = {id(p) for p in tables}
+        dense = [p for p in self.net_.parameters() if id(p) not in table_ids]
+        return CombinedOptimizer(  # type: ignore[return-value]
+            torch.optim.SparseAdam(tables, lr=self.learning_rate),
+            torch.optim.Adam(dense, lr=self.learning_rate),
+        )
 
     def _on_epoch_start(self, epoch: int) -> None:
-        self._hidden: torch.Tensor | None = None
+        self._hidden = None
 
     def _n_batches(self) -> int | None:
         if self._n_steps is None:
