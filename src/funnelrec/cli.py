@@ -345,7 +345,11 @@ def serve(
     web = create_app(artifacts)
     console.print(f"Serving {', '.join(found)} on http://{host}:{port} (docs at /docs)")
     server = uvicorn.Server(uvicorn.Config(web, host=host, port=port, log_level="info"))
-    server.run()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits with its own code 3 when the lifespan start-up fails
+        if server.started:
+            raise
     if not server.started:
         if web.state.startup_error:
             _fail(web.state.startup_error, EXIT_BAD_INPUT)

@@ -62,14 +62,26 @@ A personal reason carries an evidence mass ``EVIDENCE_WEIGHTS[kind] * count``; i
 weights) have small fixed strengths and no mass. ``Reason.weight`` is the reason's share of the
 stage-weighted strengths (the weights of one explanation sum to 1). ``confidence`` is
 ``1 - exp(-sum of masses / evidence_scale)``: 0 without personal evidence, growing with it.
+
+Persistence
+-----------
+:meth:`RecommendationExplainer.save` writes a folder (``config.json`` + ``state.npz``, no pickle)
+atomically; :meth:`RecommendationExplainer.load` reads it back, raising
+:class:`~funnelrec.models.base.ArtifactError` for a missing, corrupted or newer-format file. Of
+the user feature extractor only the funnel stage per visitor is kept (:class:`FunnelStageTable`).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
+import tempfile
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,6 +89,7 @@ import pandas as pd
 import scipy.sparse as sp
 from loguru import logger
 
+from funnelrec import __version__
 from funnelrec.data.encoding import IdMap
 from funnelrec.data.features.user_features import FunnelStage, UserFeatureExtractor
 from funnelrec.data.schema import (
@@ -88,7 +101,7 @@ from funnelrec.data.schema import (
     timestamp_ms,
     validate_events,
 )
-from funnelrec.models.base import NotFittedError
+from funnelrec.models.base import ArtifactError, NotFittedError, _replace_dir
 
 
 class ReasonType(StrEnum):
@@ -496,6 +509,135 @@ class RecommendationExplainer:
             out.append(self._assemble(int(item_id), float(scores[pos]), model_name, visitor, cands))
         return out
 
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Save the fitted explainer to the folder ``path`` atomically (JSON + npz, no pickle).
+
+        ``config.json`` holds the parameters and format version; ``state.npz`` every learned array,
+        the caller's ``item_popularity`` / ``item_names`` mappings, and each visitor's funnel stage
+        (all the user feature extractor contributes to an explanation). The folder is written
+        beside ``path`` and renamed into place, so a failed save leaves a previous one intact.
+        """
+        item_map = self._check_fitted()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stage_ids, stage_codes = _stage_arrays(self.stages_)
+        config = {
+            "format_version": EXPLAINER_FORMAT_VERSION,
+            "funnelrec_version": __version__,
+            "artifact": "explainer",
+            "class": type(self).__name__,
+            "params": {"max_neighbors": int(self.max_neighbors),
+                       "evidence_scale": float(self.evidence_scale)},
+            "n_ranked_items": int(self.n_ranked_items_),
+            "stages": list(_STAGES),
+        }
+        arrays: dict[str, np.ndarray] = {
+            "item_ids": np.asarray(item_map.ids, dtype=np.int64),
+            "visitor_ids": np.asarray(self.visitor_map_.ids, dtype=np.int64),
+            "stage_visitor_ids": stage_ids,
+            "stage_codes": stage_codes,
+        }
+        for name in _VISITOR_MATRICES + _ITEM_MATRICES:
+            matrix = getattr(self, name).tocsr()
+            arrays[f"{name}data"] = matrix.data
+            arrays[f"{name}indices"] = matrix.indices
+            arrays[f"{name}indptr"] = matrix.indptr
+        for name in _ITEM_ARRAYS:
+            arrays[name] = np.asarray(getattr(self, name))
+        if self.item_popularity is not None:
+            arrays["param_item_popularity_ids"] = np.fromiter(
+                (int(k) for k in self.item_popularity), dtype=np.int64, count=len(self.item_popularity)
+            )
+            arrays["param_item_popularity_counts"] = np.fromiter(
+                (int(v) for v in self.item_popularity.values()), dtype=np.int64,
+                count=len(self.item_popularity),
+            )
+        if self.item_names is not None:
+            arrays["param_item_name_ids"] = np.fromiter(
+                (int(k) for k in self.item_names), dtype=np.int64, count=len(self.item_names)
+            )
+            arrays["param_item_name_values"] = np.array(
+                [str(v) for v in self.item_names.values()], dtype=np.str_
+            )
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        try:
+            np.savez(tmp / EXPLAINER_STATE_FILE, **arrays)
+            (tmp / EXPLAINER_CONFIG_FILE).write_text(json.dumps(config, indent=2))
+            _replace_dir(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        logger.info("Saved RecommendationExplainer to {}", path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> RecommendationExplainer:
+        """Load an explainer written by :meth:`save`.
+
+        A missing, corrupted or newer-format file raises :class:`ArtifactError` naming it. The
+        loaded explainer looks funnel stages up in the saved table (its
+        ``user_feature_extractor`` is ``None``; refitting it fits a fresh extractor).
+        """
+        path = Path(path)
+        config_path = path / EXPLAINER_CONFIG_FILE
+        if not config_path.is_file():
+            raise ArtifactError(f"no explainer at {path}: {config_path} does not exist")
+        try:
+            config = json.loads(config_path.read_text())
+            version = int(config["format_version"])
+            params = dict(config["params"])
+            n_ranked = int(config["n_ranked_items"])
+            stage_names = [str(s) for s in config["stages"]]
+            kind = config.get("class", cls.__name__)
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+            raise ArtifactError(f"{config_path} is corrupted: {exc}") from exc
+        if version > EXPLAINER_FORMAT_VERSION:
+            raise ArtifactError(
+                f"{config_path} has format version {version}, newer than this funnelrec "
+                f"({__version__}) reads ({EXPLAINER_FORMAT_VERSION}); upgrade funnelrec"
+            )
+        if kind != cls.__name__:
+            raise ArtifactError(f"{config_path} holds a {kind}, not a {cls.__name__}")
+        unknown_stages = sorted(set(stage_names) - set(_STAGES))
+        if unknown_stages:
+            raise ArtifactError(f"{config_path} names unknown funnel stages {unknown_stages}")
+        state_path = path / EXPLAINER_STATE_FILE
+        try:
+            with np.load(state_path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+            popularity = names = None
+            if "param_item_popularity_ids" in arrays:
+                popularity = dict(zip(arrays["param_item_popularity_ids"].tolist(),
+                                      arrays["param_item_popularity_counts"].tolist(), strict=True))
+            if "param_item_name_ids" in arrays:
+                names = dict(zip(arrays["param_item_name_ids"].tolist(),
+                                 arrays["param_item_name_values"].tolist(), strict=True))
+            explainer = cls(None, popularity, item_names=names, **params)
+            item_map, visitor_map = IdMap(arrays["item_ids"]), IdMap(arrays["visitor_ids"])
+            n_items, n_visitors = len(item_map), len(visitor_map)
+            for name in _VISITOR_MATRICES + _ITEM_MATRICES:
+                rows = n_visitors if name in _VISITOR_MATRICES else n_items
+                setattr(explainer, name, _csr(arrays, name, (rows, n_items)))
+            for name in _ITEM_ARRAYS:
+                if arrays[name].shape != (n_items,):
+                    raise ValueError(f"{name} has shape {arrays[name].shape}, expected ({n_items},)")
+                setattr(explainer, name, arrays[name])
+            codes = arrays["stage_codes"].astype(np.int64)
+            if codes.size and (codes.min() < 0 or codes.max() >= len(stage_names)):
+                raise ValueError("stage_codes out of range")
+            explainer.stages_ = FunnelStageTable(
+                arrays["stage_visitor_ids"], np.asarray(stage_names, dtype=object)[codes]
+            )
+        except ArtifactError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError, zipfile.BadZipFile) as exc:
+            raise ArtifactError(f"{state_path} is corrupted or incomplete: {exc}") from exc
+        explainer.n_ranked_items_ = n_ranked
+        explainer.item_map_ = item_map
+        explainer.visitor_map_ = visitor_map
+        return explainer
+
     # ------------------------------------------------------------------ visitor context
     def _visitor(
         self, visitor_id: int, session_item_ids: Sequence[int] | None, stage: str | None
@@ -790,6 +932,59 @@ class RecommendationExplainer:
         )
 
 
+# --------------------------------------------------------------------------- persistence helpers
+EXPLAINER_FORMAT_VERSION = 1
+EXPLAINER_CONFIG_FILE = "config.json"
+EXPLAINER_STATE_FILE = "state.npz"
+#: Visitor x item and item x item count matrices, saved as ``<name>data/indices/indptr``.
+_VISITOR_MATRICES = ("views_", "carts_", "buys_", "last_session_views_")
+_ITEM_MATRICES = ("co_view_", "co_purchase_", "view_buy_")
+#: Per-item arrays.
+_ITEM_ARRAYS = (
+    "item_category_", "has_category_", "popularity_", "popularity_rank_", "category_rank_",
+    "category_size_",
+)
+
+
+class FunnelStageTable:
+    """Funnel stage per visitor, as a loaded explainer keeps it (``get_stage`` like the extractor)."""
+
+    def __init__(self, visitor_ids: np.ndarray, stages: np.ndarray) -> None:
+        if len(visitor_ids) != len(stages):
+            raise ValueError(f"{len(visitor_ids)} visitor ids but {len(stages)} stages")
+        self._map = IdMap(visitor_ids)
+        self._stages = np.asarray(stages, dtype=object)
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def get_stage(self, visitor_id: int) -> str:
+        idx = int(self._map.to_idx([visitor_id])[0])
+        return FunnelStage.NEW.value if idx < 0 else str(self._stages[idx])
+
+
+def _stage_arrays(stages: UserFeatureExtractor | FunnelStageTable) -> tuple[np.ndarray, np.ndarray]:
+    """``(visitor_ids, codes into _STAGES)`` of a fitted extractor or a loaded stage table."""
+    if isinstance(stages, FunnelStageTable):
+        ids, names = np.asarray(stages._map.ids, dtype=np.int64), stages._stages
+    else:
+        feats = stages._check_fitted()
+        ids, names = feats.index.to_numpy(dtype=np.int64), feats["funnel_stage"].to_numpy()
+    codes = pd.Categorical(names, categories=_STAGES).codes
+    if (codes < 0).any():
+        raise ValueError(f"unknown funnel stages {sorted(set(names[codes < 0].tolist()))}")
+    return ids, codes.astype(np.int8)
+
+
+def _csr(arrays: Mapping[str, np.ndarray], name: str, shape: tuple[int, int]) -> sp.csr_matrix:
+    data, indices, indptr = (arrays[f"{name}{part}"] for part in ("data", "indices", "indptr"))
+    if len(indptr) != shape[0] + 1 or len(data) != len(indices) or (len(indptr) and indptr[-1] != len(data)):
+        raise ValueError(f"matrix {name} is inconsistent with shape {shape}")
+    if len(indices) and (indices.min() < 0 or indices.max() >= shape[1]):
+        raise ValueError(f"matrix {name} has column indices outside 0..{shape[1] - 1}")
+    return sp.csr_matrix((data, indices, indptr), shape=shape)
+
+
 def _parse_recommendations(
     recommendations: Iterable[tuple[int, float]],
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -812,6 +1007,7 @@ def _parse_recommendations(
 __all__: list[str] = [
     "COMPONENT_LABELS",
     "EVIDENCE_WEIGHTS",
+    "FunnelStageTable",
     "STAGE_PRIORITY",
     "Explanation",
     "Reason",

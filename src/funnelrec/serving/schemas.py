@@ -1,0 +1,118 @@
+"""Request and response schemas of the HTTP API (pydantic), and the bounds they enforce."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+#: Recommendations per request: ``1 <= n <= MAX_N``.
+MAX_N = 100
+DEFAULT_N = 10
+#: Longest live session accepted by ``POST /sessions/recommendations``.
+MAX_SESSION_ITEMS = 200
+#: Ids are int64 in every model; larger numbers are rejected at the boundary (422).
+ID_MIN = -(2**63)
+ID_MAX = 2**63 - 1
+
+ExternalId = Annotated[StrictInt, Field(ge=ID_MIN, le=ID_MAX)]
+
+
+# --------------------------------------------------------------------------- service
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+    models: list[str] = Field(description="Keys of the loaded models (the `model` parameter).")
+    default_model: str
+    explainer: bool = Field(description="Whether explanations are available (`explain=true`).")
+    version: str = Field(description="funnelrec version.")
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    key: str = Field(description="Folder name of the artifact; the value of `model=`.")
+    name: str = Field(description="Display name.")
+    class_name: str = Field(alias="class", description="Python class of the model.")
+    registry_key: str = Field(description="Registered model type, e.g. `als`.")
+    params: dict[str, Any]
+    n_items: int
+    n_visitors: int
+    is_default: bool
+
+
+class ModelsResponse(BaseModel):
+    default_model: str
+    models: list[ModelInfo]
+
+
+# --------------------------------------------------------------------------- explanations
+class ReasonOut(BaseModel):
+    type: str = Field(description="collaborative | content | intent | session | popularity")
+    text: str
+    weight: float = Field(description="Share of the explanation; the weights sum to 1.")
+    evidence: dict[str, Any] = Field(description="The ids and counts the reason rests on.")
+
+
+class ExplanationOut(BaseModel):
+    item_id: int
+    score: float
+    model_name: str
+    visitor_id: int | None
+    funnel_stage: str
+    confidence: float = Field(ge=0, le=1)
+    summary: str
+    reasons: list[ReasonOut]
+
+
+# --------------------------------------------------------------------------- recommendations
+class RecommendedItem(BaseModel):
+    item_id: int
+    score: float
+    explanation: ExplanationOut | None = Field(
+        None, description="Present when the request asked for `explain=true`."
+    )
+
+
+class RecommendationResponse(BaseModel):
+    model: str = Field(description="Key of the model that answered.")
+    visitor_id: int | None = None
+    items: list[RecommendedItem]
+    is_fallback: bool = Field(
+        description="True when the model could not personalise (cold start) and answered with "
+        "popular items."
+    )
+    component_weights: dict[str, float] | None = Field(
+        None, description="How much each component weighed (hybrid models only)."
+    )
+
+
+class SessionRequest(BaseModel):
+    """A live session: the items viewed so far, oldest first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_ids: list[ExternalId] = Field(
+        max_length=MAX_SESSION_ITEMS,
+        description=f"Item ids of the live session, oldest first (at most {MAX_SESSION_ITEMS}).",
+    )
+    model: str | None = Field(None, description="Model key; the default model when omitted.")
+    n: int = Field(DEFAULT_N, ge=1, le=MAX_N, description="How many recommendations.")
+    visitor_id: ExternalId | None = Field(
+        None, description="The visitor, when known: their history is combined with the session."
+    )
+    explain: bool = Field(False, description="Attach an explanation to every item.")
+
+
+class SimilarItem(BaseModel):
+    item_id: int
+    score: float
+
+
+class SimilarItemsResponse(BaseModel):
+    model: str
+    item_id: int
+    items: list[SimilarItem]
+
+
+class ErrorResponse(BaseModel):
+    detail: str
