@@ -477,3 +477,11 @@ def test_serve_with_a_corrupted_artifact_exits_2_naming_it(copy_of):
     result = CliRunner().invoke(cli_app, ["--quiet", "serve", "--artifacts", str(root), "--port", "0"])
     assert result.exit_code == 2
     assert "state.npz" in result.output and "corrupted" in result.output
+
+
+def test_oversized_body_is_refused_unread(client):
+    big = b'{"item_ids": [' + b"1," * 40_000 + b'1]}'
+    response = client.post("/sessions/recommendations", content=big,
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert "larger than" in response.json()["detail"]

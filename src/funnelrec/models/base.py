@@ -23,8 +23,10 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -439,9 +441,7 @@ class Recommender(ABC):
         """
         self._check_fitted()
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        try:
+        with atomic_dir(path) as tmp:
             config = {
                 "format_version": FORMAT_VERSION,
                 "funnelrec_version": __version__,
@@ -467,10 +467,6 @@ class Recommender(ABC):
             np.savez(tmp / STATE_FILE, **arrays, **state)
             self._write_extra(tmp)
             (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-            _replace_dir(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         logger.info("Saved {} to {}", self.name, path)
         return path
 
@@ -512,7 +508,7 @@ class Recommender(ABC):
             model._set_state(arrays, path)
         except ArtifactError:
             raise
-        except (OSError, ValueError, KeyError, EOFError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise ArtifactError(f"{state_path} (or a file beside it) is corrupted or incomplete: {exc}") from exc
         if "name" in config:
             model.name = config["name"]
@@ -547,13 +543,29 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"parameter value {value!r} cannot be saved as JSON")
 
 
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move the folder ``new`` to ``target``, replacing an existing one with a minimal window."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)
+@contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Write a folder atomically: yield a temporary folder beside ``target``, then rename it.
+
+    On an exception the temporary folder is removed and an existing ``target`` is untouched; a
+    previous ``target`` is swapped out only once the new one is complete.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a saved model is a normal folder
+    try:
+        yield tmp
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

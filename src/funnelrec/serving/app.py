@@ -30,6 +30,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security, status
 from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from loguru import logger
 from threadpoolctl import threadpool_limits
@@ -42,6 +43,7 @@ from funnelrec.serving.schemas import (
     DEFAULT_N,
     ID_MAX,
     ID_MIN,
+    MAX_BODY_BYTES,
     MAX_N,
     ErrorResponse,
     HealthResponse,
@@ -431,6 +433,15 @@ def create_app(
     )
     app.state.artifacts = None
     app.state.startup_error = None
+
+    @app.middleware("http")
+    async def limit_body_size(request: Request, call_next):
+        # a session is at most MAX_SESSION_ITEMS ids: anything far larger is refused unread
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+            return JSONResponse(status_code=413, content={
+                "detail": f"request body larger than {MAX_BODY_BYTES} bytes"})
+        return await call_next(request)
 
     @app.get("/health", response_model=HealthResponse, tags=["service"])
     def health(request: Request) -> HealthResponse:

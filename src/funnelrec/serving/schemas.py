@@ -11,6 +11,8 @@ MAX_N = 100
 DEFAULT_N = 10
 #: Longest live session accepted by ``POST /sessions/recommendations``.
 MAX_SESSION_ITEMS = 200
+#: Largest accepted request body (a full session of 64-bit ids fits many times over).
+MAX_BODY_BYTES = 64 * 1024
 #: Ids are int64 in every model; larger numbers are rejected at the boundary (422).
 ID_MIN = -(2**63)
 ID_MAX = 2**63 - 1

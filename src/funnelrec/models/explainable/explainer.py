@@ -75,8 +75,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -101,7 +99,7 @@ from funnelrec.data.schema import (
     timestamp_ms,
     validate_events,
 )
-from funnelrec.models.base import ArtifactError, NotFittedError, _replace_dir
+from funnelrec.models.base import ArtifactError, NotFittedError, atomic_dir
 
 
 class ReasonType(StrEnum):
@@ -560,14 +558,9 @@ class RecommendationExplainer:
             arrays["param_item_name_values"] = np.array(
                 [str(v) for v in self.item_names.values()], dtype=np.str_
             )
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        try:
+        with atomic_dir(path) as tmp:
             np.savez(tmp / EXPLAINER_STATE_FILE, **arrays)
             (tmp / EXPLAINER_CONFIG_FILE).write_text(json.dumps(config, indent=2))
-            _replace_dir(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         logger.info("Saved RecommendationExplainer to {}", path)
         return path
 
