@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -116,6 +117,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seeds", type=int, default=1, help="repeat with seeds seed..seed+N-1; report each and the mean")
     parser.add_argument("--param", action="append", default=[], help="override a hyperparameter: name=value")
     parser.add_argument("--no-append", action="store_true", help="do not append to benchmarks/RESULTS.md")
     args = parser.parse_args()
@@ -127,15 +129,19 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     train, test = read_tsv(train_path), read_tsv(test_path)
     params = {**OFFICIAL_RSC15_CE, "epochs": args.epochs, **parse_params(args.param)}
-    model = GRU4RecRecommender(**params, seed=args.seed, device=args.device, show_progress=False)
-
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    started = time.perf_counter()
-    model.fit(train)
-    fit_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    metrics = evaluate(model, test)
-    eval_seconds = time.perf_counter() - started
+    per_seed = []
+    for seed in range(args.seed, args.seed + args.seeds):
+        model = GRU4RecRecommender(**params, seed=seed, device=args.device, show_progress=False)
+        started = time.perf_counter()
+        model.fit(train)
+        fit_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        metrics = evaluate(model, test)
+        eval_seconds = time.perf_counter() - started
+        per_seed.append((seed, metrics["recall@20"], metrics["mrr@20"], fit_seconds))
+        print(f"seed {seed}: Recall@20 {metrics['recall@20']:.4f} MRR@20 {metrics['mrr@20']:.4f} "
+              f"fit {fit_seconds:.1f}s", flush=True)
 
     device = str(model.device_)
     lines = [
@@ -143,7 +149,8 @@ def main() -> int:
         f"test: {metrics['n_test_events']:,} events, {metrics['n_predictions']:,} next-item predictions, "
         f"{metrics['n_unknown_item_events']} events with an item unknown to the model (left out).",
         "",
-        f"Parameters: `{json.dumps(params, sort_keys=True)}`, seed {args.seed}, device {device}, "
+        f"Parameters: `{json.dumps(params, sort_keys=True)}`, seed {args.seed} (table; every seed "
+        f"below), device {device}, "
         f"torch threads {args.threads}.",
         "",
         "| metric | ties against the model | ties in its favour (official rule) | official GRU4Rec on full RSC15 |",
@@ -156,6 +163,17 @@ def main() -> int:
         f"started (other jobs on the machine slow multi-threaded torch badly). Loss per epoch: "
         + ", ".join(f"{h['loss']:.4f}" for h in model.history_) + ".",
     ]
+    if len(per_seed) > 1:
+        recalls = [r for _, r, _, _ in per_seed]
+        mrrs = [m for _, _, m, _ in per_seed]
+        lines += [
+            "",
+            "| seed | Recall@20 | MRR@20 | fit s |",
+            "|---|---|---|---|",
+            *[f"| {s} | {r:.4f} | {m:.4f} | {f:.1f} |" for s, r, m, f in per_seed],
+            f"| **mean ± sd** | **{statistics.mean(recalls):.4f} ± {statistics.stdev(recalls):.4f}** | "
+            f"**{statistics.mean(mrrs):.4f} ± {statistics.stdev(mrrs):.4f}** | |",
+        ]
     body = "\n".join(lines)
     print(body)
     if not args.no_append:

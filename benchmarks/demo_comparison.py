@@ -1,0 +1,92 @@
+"""Every model of `funnelrec demo` on the demo data, both protocols, with the issues' checks.
+
+Fits the models exactly as `funnelrec demo` does (``funnelrec.pipeline.fit_and_evaluate`` with
+``DEMO_MODELS``; the hybrid reuses the fitted Popular / Item2Vec / ALS / SASRec and learns its
+attention on the validation split), then checks:
+
+- GRU4Rec and SASRec beat Popular and Item2Vec on evaluate_sessions MRR@20;
+- SASRec beats ALS on evaluate ndcg@10;
+- Two-Tower beats Popular on evaluate ndcg@10;
+- the hybrid beats each of its components on evaluate ndcg@10 and evaluate_sessions MRR@20.
+
+    .venv/bin/python benchmarks/demo_comparison.py [--no-record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import append_results  # noqa: E402
+from baselines import CACHE, table  # noqa: E402
+
+from funnelrec.pipeline import DEMO_MODELS, HYBRID_COMPONENTS, fit_and_evaluate, prepare_data  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    raw = CACHE / "demo"
+    if not (raw / "events.csv").exists():
+        subprocess.run([sys.executable, "-m", "funnelrec.cli", "--quiet", "generate", "--scale", "demo",
+                        "--out", str(raw)], check=True)
+    started = time.perf_counter()
+    data = prepare_data(raw)
+    outcome = fit_and_evaluate(data, DEMO_MODELS, max_users=2000, max_session_events=None)
+    total = time.perf_counter() - started
+    holdout = outcome.results.set_index("model")
+    sessions = outcome.session_results.set_index("model")
+
+    def ndcg(name: str) -> float:
+        return float(holdout.loc[name, "ndcg@10"])
+
+    def mrr(name: str) -> float:
+        return float(sessions.loc[name, "mrr@20"])
+
+    names = {key: model.name for key, model in outcome.models.items()}
+    hybrid = names["funnel_hybrid"]
+    checks = [
+        (f"{names[a]} > {names[b]} on evaluate_sessions MRR@20", mrr(names[a]), mrr(names[b]))
+        for a in ("gru4rec", "sasrec") for b in ("popular", "item2vec")
+    ]
+    checks += [
+        ("SASRec > ALS on evaluate ndcg@10", ndcg(names["sasrec"]), ndcg(names["als"])),
+        ("TwoTower > Popular on evaluate ndcg@10", ndcg(names["two_tower"]), ndcg(names["popular"])),
+    ]
+    for component in HYBRID_COMPONENTS.values():
+        other = names[component]
+        checks.append((f"hybrid > {other} on evaluate ndcg@10", ndcg(hybrid), ndcg(other)))
+        checks.append((f"hybrid > {other} on evaluate_sessions MRR@20", mrr(hybrid), mrr(other)))
+    verdicts = "\n".join(
+        f"- {text}: {'yes' if ours > ref else 'NO'} ({ours:.4f} vs {ref:.4f}, {100 * (ours / ref - 1):+.1f}%)"
+        for text, ours, ref in checks
+    )
+    holdout_cols = ["model", "precision@10", "recall@10", "ndcg@10", "hit_rate", "mrr", "coverage", "fit_seconds"]
+    session_cols = ["model", "recall@5", "recall@20", "mrr@5", "mrr@20", "coverage"]
+    body = (
+        f"Demo data: train {len(data.train):,} / val {len(data.val):,} / test {len(data.test):,} events; "
+        "models and hyperparameters of `funnelrec.pipeline.DEMO_MODELS` (what `make demo` runs); "
+        f"whole run {total:.0f} s.\n\n"
+        f"Visitor holdout (`evaluate`, {int(holdout['n_users'].iloc[0])} warm visitors, seen items excluded):\n\n"
+        f"{table(outcome.results.sort_values('ndcg@10', ascending=False), holdout_cols)}\n\n"
+        f"Next item in session (`evaluate_sessions`, all {int(sessions['n_events'].iloc[0]):,} test events):\n\n"
+        f"{table(outcome.session_results.sort_values('mrr@20', ascending=False), session_cols)}\n\n"
+        f"Hybrid attention weights for the test's first visitor with history: "
+        f"{outcome.models['funnel_hybrid'].explain_weights(int(data.train['visitor_id'].iloc[0]))}\n\n"
+        f"{verdicts}"
+    )
+    print(body)
+    if not args.no_record:
+        append_results("All demo models on demo data", "python benchmarks/demo_comparison.py", body)
+    pd.set_option("display.width", 200)
+
+
+if __name__ == "__main__":
+    main()
