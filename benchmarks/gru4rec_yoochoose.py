@@ -149,8 +149,8 @@ def main() -> int:
         f"test: {metrics['n_test_events']:,} events, {metrics['n_predictions']:,} next-item predictions, "
         f"{metrics['n_unknown_item_events']} events with an item unknown to the model (left out).",
         "",
-        f"Parameters: `{json.dumps(params, sort_keys=True)}`, seed {args.seed} (table; every seed "
-        f"below), device {device}, "
+        f"Parameters: `{json.dumps(params, sort_keys=True)}`, seed {per_seed[-1][0]} (this table; every "
+        f"seed below), device {device}, "
         f"torch threads {args.threads}.",
         "",
         "| metric | ties against the model | ties in its favour (official rule) | official GRU4Rec on full RSC15 |",
@@ -181,7 +181,8 @@ def main() -> int:
         from _results import append_results
 
         command = " ".join([".venv/bin/python", "benchmarks/gru4rec_yoochoose.py", *map(shlex.quote, sys.argv[1:])])
-        path = append_results("GRU4Rec on YOOCHOOSE-100k (official RSC15 cross-entropy settings)", command, body)
+        settings_name = "official RSC15 cross-entropy settings" + (" with overrides" if args.param else "")
+        path = append_results(f"GRU4Rec on YOOCHOOSE-100k ({settings_name})", command, body)
         print(f"appended to {path}")
     return 0
 

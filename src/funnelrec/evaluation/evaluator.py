@@ -245,10 +245,12 @@ class Evaluator:
         n_cat = model.n_items
         ranks = np.full(len(rows), max(ks) + 1, dtype=np.int64)
         tops = []
-        bar = tqdm(range(0, len(rows), batch_size), desc=f"evaluate_sessions {model.name}",
+        # at most SCORE_BLOCK_FLOATS scores in memory at once, however large the catalogue
+        rows_per_block = max(1, min(batch_size, SCORE_BLOCK_FLOATS // max(n_cat, 1)))
+        bar = tqdm(range(0, len(rows), rows_per_block), desc=f"evaluate_sessions {model.name}",
                    disable=not self.show_progress, leave=False)
         for lo in bar:
-            block_rows = rows[lo : lo + batch_size]
+            block_rows = rows[lo : lo + rows_per_block]
             block = prefixes.take(block_rows)
             known = block.items >= 0
             block = _drop_unknown(block, known)

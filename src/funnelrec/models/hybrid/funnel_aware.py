@@ -203,10 +203,13 @@ class FunnelAwareHybridRecommender(Recommender):
         sessions = sequences_from_sorted(session_keys, item_idx)
         first = sessions.offsets[:-1]
         visitor_of_session = history_map.to_idx(visitors[first]) if len(first) else np.empty(0, np.int64)
-        # (a) history only: a returning visitor, no live session, the next session's first item
-        hist_rows = np.flatnonzero(visitor_of_session >= 0)
-        a_visitor = visitor_of_session[hist_rows]
-        a_target = sessions.items[first[hist_rows]]
+        # (a) history only: a returning visitor, no live session -> each distinct item of the
+        # held-out session
+        session_of_item = np.repeat(np.arange(len(sessions)), sessions.lengths)
+        distinct = ~pd.DataFrame({"s": session_of_item, "i": sessions.items}).duplicated().to_numpy()
+        a_rows = np.flatnonzero(distinct & (visitor_of_session[session_of_item] >= 0))
+        a_visitor = visitor_of_session[session_of_item[a_rows]]
+        a_target = sessions.items[a_rows]
         # (b) live prefixes: every next item of every held-out session, once anonymous and once
         # with the visitor (when known)
         lengths = sessions.lengths
@@ -219,17 +222,34 @@ class FunnelAwareHybridRecommender(Recommender):
         start = np.concatenate([np.zeros(len(a_target), np.int64), first[session_row], first[session_row]])
         length = np.concatenate([np.zeros(len(a_target), np.int64), pos, pos])
         target = np.concatenate([a_target, b_target, b_target])
-        usable = ~((length == 0) & (visitor < 0))
-        rows = np.flatnonzero(usable)
-        if len(rows) > self.max_training_examples:
-            rows = np.sort(rng.choice(rows, self.max_training_examples, replace=False))
+        kind = np.concatenate([np.zeros(len(a_target), np.int8), np.ones(len(b_target), np.int8),
+                               np.full(len(b_target), 2, np.int8)])
+        kind[(kind == 2) & (visitor < 0)] = -1  # the known-visitor copy of an anonymous session
+        rows = self._balanced_rows(kind, rng)
         offsets = np.concatenate([[0], np.cumsum(length[rows])]).astype(np.int64)
         take = np.repeat(start[rows] - offsets[:-1], length[rows]) + np.arange(offsets[-1])
         prefixes = Sequences(sessions.items[take], offsets, np.arange(len(rows)))
-        return {"visitor": visitor[rows], "prefixes": prefixes, "target": target[rows]}
+        return {"visitor": visitor[rows], "prefixes": prefixes, "target": target[rows], "kind": kind[rows]}
+
+    def _balanced_rows(self, kind: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Up to ``max_training_examples`` rows, shared evenly among the kinds of request.
+
+        History-only requests are few next to session prefixes; an even share keeps the
+        attention from learning the session context alone.
+        """
+        pools = [np.flatnonzero(kind == k) for k in (0, 1, 2)]
+        pools = [p for p in pools if len(p)]
+        budget, chosen = self.max_training_examples, []
+        for i, pool in enumerate(sorted(pools, key=len)):  # small pools first, leftovers move on
+            share = budget // (len(pools) - i)
+            pick = pool if len(pool) <= share else rng.choice(pool, share, replace=False)
+            chosen.append(pick)
+            budget -= len(pick)
+        return np.sort(np.concatenate(chosen)) if chosen else np.empty(0, np.int64)
 
     def _train_attention(self, examples, scorers, history_map, history_context) -> None:
         visitor, prefixes, target = examples["visitor"], examples["prefixes"], examples["target"]
+        kind = examples["kind"]
         norm, cand, available = self._component_matrix(scorers, history_map, visitor, prefixes)
         context = self._context(history_context, visitor, prefixes)
         self.context_mean_ = context.mean(axis=0)
@@ -257,12 +277,17 @@ class FunnelAwareHybridRecommender(Recommender):
         scores_t = torch.from_numpy(padded_scores)
         padding = torch.from_numpy(np.where(valid, 0.0, -np.inf).astype(np.float32))  # additive mask
         target_t = torch.from_numpy(target_pos)
+        # each kind of request weighs the same in the loss, however many rows it has
+        kinds, counts = np.unique(kind[rows], return_counts=True)
+        per_kind = dict(zip(kinds.tolist(), (1.0 / (counts * len(kinds))).tolist(), strict=True))
+        row_weight = torch.tensor([per_kind[k] for k in kind[rows].tolist()], dtype=torch.float32)
         optimizer = torch.optim.Adam(self.attention_.parameters(), lr=self.learning_rate,
                                      weight_decay=self.weight_decay)
         for epoch in range(self.epochs):
             weights = self.attention_(ctx, avail)  # [E, K]
             fused = torch.einsum("ek,ekw->ew", weights, scores_t) * self.attention_.log_scale.exp()
-            loss = nn.functional.cross_entropy(fused + padding, target_t)
+            losses = nn.functional.cross_entropy(fused + padding, target_t, reduction="none")
+            loss = (losses * row_weight).sum()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
