@@ -392,6 +392,8 @@ def create_app(
     while serving, restored at shutdown; ``None`` leaves them alone. Requests already run in parallel in the
     thread pool: letting each one start its own BLAS threads oversubscribes the cores (measured
     on 2 cores at 100 req/s: p99 over 15 s with the default 2 OpenBLAS threads, under 5 ms with 1).
+    OpenMP-threaded pools (faiss bundles one) keep limits per thread and are not affected;
+    single-query FAISS searches do not fan out, so they need no limit.
     """
     if blas_threads is not None and blas_threads < 1:
         raise ValueError(f"blas_threads must be >= 1 or None, got {blas_threads}")
