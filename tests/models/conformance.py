@@ -69,6 +69,27 @@ class RecommenderConformance:
         cats = dict(zip(train.item_id, train.category_id, strict=False))
         assert all(cats[i] == category for i in recs.item_ids)
 
+    def test_known_visitor_with_live_session(self, fitted, known_visitor, tiny_split):
+        train, _, test = tiny_split
+        seen = set(train.loc[train.visitor_id == known_visitor, "item_id"])
+        session = [i for i in test["item_id"].unique().tolist() if fitted.item_map_.to_idx([i])[0] >= 0][:3]
+        with_session = fitted.recommend(known_visitor, n_items=10, session_item_ids=session)
+        assert len(with_session) == 10 and not with_session.is_fallback
+        assert not seen & set(with_session.item_ids)  # the visitor's past items stay excluded
+        model_class = type(fitted)
+        if (model_class._score_visitor_in_session is not Recommender._score_visitor_in_session
+                or model_class.recommend is not Recommender.recommend):
+            return  # reads history and session together: checked in the model's own tests
+        if fitted.sequential:  # the live session drives the answer, as for an anonymous visitor
+            expected = fitted.recommend_by_item_ids(session, n_items=fitted.n_items)
+            expected = [i for i in expected.item_ids if i not in seen][:10]
+        else:  # a history model keeps ranking from the history
+            expected = fitted.recommend(known_visitor, n_items=10).item_ids
+        assert with_session.item_ids == expected
+        # an empty or all-unknown session is no session
+        assert fitted.recommend(known_visitor, n_items=10, session_item_ids=[-999]).item_ids == \
+            fitted.recommend(known_visitor, n_items=10).item_ids
+
     def test_n_items_larger_than_catalogue(self, fitted):
         recs = fitted.recommend(-12345, n_items=10**6)
         assert len(recs) == fitted.n_items

@@ -77,6 +77,17 @@ def test_user_embedding_of_known_visitor_matches_ranking(model, tiny_split):
     assert np.allclose(model.get_user_embedding(-999, [1, 2]), model.get_user_embedding(None, [1, 2]))
 
 
+def test_known_visitor_with_live_session_reads_both(model, tiny_split):
+    train, _, test = tiny_split
+    visitor = int(train["visitor_id"].value_counts().index[0])
+    session = [int(i) for i in test["item_id"].unique()[:3]]
+    recs = model.recommend(visitor, n_items=10, session_item_ids=session)
+    scores = model.get_item_embeddings() @ model.get_user_embedding(visitor, session)
+    scores[np.isin(model.item_ids, train.loc[train.visitor_id == visitor, "item_id"])] = -np.inf
+    assert recs.item_ids == model.item_ids[np.argsort(-scores, kind="stable")[:10]].tolist()
+    assert recs.item_ids != model.recommend(visitor, n_items=10).item_ids
+
+
 def test_item_embeddings_aligned_with_item_ids(model):
     emb = model.get_item_embeddings()
     assert emb.shape == (model.n_items, 16) and emb.dtype == np.float32

@@ -365,15 +365,48 @@ class Recommender(ABC):
     ) -> RecommendationList:
         """Top ``n_items`` ``(item_id, score)`` for one visitor, best first.
 
-        An unknown visitor gets popular items; with ``session_item_ids`` (the live session)
-        those in the session's categories come first. ``is_fallback`` marks such answers.
+        ``session_item_ids`` is the visitor's live session (item ids in the order seen). For a
+        known visitor it is used as :meth:`_score_visitor_in_session` says: session models rank
+        from it, history models from the visitor's history, the Two-Tower reads both, the hybrid
+        fuses both. An unknown visitor gets popular items, those in the session's categories
+        first; ``is_fallback`` marks such answers.
         """
         self._check_fitted()
         n = self._check_n(n_items)
-        if self.visitor_map_.to_idx([user_id])[0] < 0:
+        user_idx = int(self.visitor_map_.to_idx([user_id])[0])
+        if user_idx < 0:
             return self._fallback_list(n, session_item_ids)
-        item_ids, scores = self.recommend_batch([user_id], n, exclude_seen)
-        return _as_list(item_ids[0], scores[0])
+        session = self._session_indices(session_item_ids) if session_item_ids is not None else None
+        if session is None or session.size == 0:
+            item_ids, scores = self.recommend_batch([user_id], n, exclude_seen)
+            return _as_list(item_ids[0], scores[0])
+        scores = np.array(self._score_visitor_in_session(user_idx, session), dtype=np.float32)[None, :]  # a copy: masked below
+        if exclude_seen:
+            mask_rows(scores, self.user_items_[[user_idx]])
+        top_idx, top_scores = top_k(scores, n)
+        return _as_list(*_valid(self, top_idx[0], top_scores[0]))
+
+    def _session_indices(self, item_ids: Sequence[int]) -> np.ndarray:
+        """This model's indices of the known items of a live session (unknown ones dropped)."""
+        if isinstance(item_ids, str | bytes) or not isinstance(item_ids, Iterable):
+            raise ValueError(f"item_ids must be a sequence of item ids, got {item_ids!r}")
+        raw = np.asarray(list(item_ids))
+        if raw.size and not np.issubdtype(raw.dtype, np.integer):
+            raise ValueError(f"item_ids must be integers, got {raw[:3].tolist()}")
+        idx = self.item_map_.to_idx(raw.astype(np.int64))
+        return idx[idx >= 0]
+
+    def _score_visitor_in_session(self, user_idx: int, session: np.ndarray) -> np.ndarray:
+        """Scores ``[n_items]`` for a known visitor in a live session of item indices.
+
+        A sequential model (``sequential = True``) ranks from the live session, the freshest
+        evidence of intent; a history model (ALS, Popular) from the visitor's history, which it
+        reads better than a short session. Models that can read both override this.
+        """
+        if self.sequential:
+            sessions = Sequences(session, np.array([0, session.size], dtype=np.int64), np.zeros(1, np.int64))
+            return self.score_sessions(sessions)[0]
+        return self.score_users(np.array([user_idx]))[0]
 
     def _fallback_list(self, n: int, session_item_ids: Sequence[int] | None = None) -> RecommendationList:
         categories = None
@@ -394,15 +427,9 @@ class Recommender(ABC):
         """
         self._check_fitted()
         n = self._check_n(n_items)
-        if isinstance(item_ids, str | bytes) or not isinstance(item_ids, Iterable):
-            raise ValueError(f"item_ids must be a sequence of item ids, got {item_ids!r}")
-        raw = np.asarray(list(item_ids))
-        if raw.size and not np.issubdtype(raw.dtype, np.integer):
-            raise ValueError(f"item_ids must be integers, got {raw[:3].tolist()}")
-        idx = self.item_map_.to_idx(raw)
-        known = idx[idx >= 0]
+        known = self._session_indices(item_ids)
         if known.size == 0:
-            return self._fallback_list(n, raw.tolist())
+            return self._fallback_list(n, list(item_ids))
         sessions = Sequences(known, np.array([0, known.size], dtype=np.int64), np.zeros(1, np.int64))
         scores = self.score_sessions(sessions)
         if exclude_seen:

@@ -331,7 +331,9 @@ def session_recommendations(artifacts: ArtifactsDep, body: SessionRequest) -> di
     """Next items for a live session (item ids in the order viewed).
 
     With a ``visitor_id`` the model knows, the visitor's recommendations are asked for with the
-    live session as context (hybrid models fuse the two; the others rank from the history).
+    live session as context: session models rank from the session, history models (ALS,
+    Popular) from the history, the Two-Tower reads both, the hybrid fuses both by attention;
+    the visitor's past items are excluded.
     Otherwise the session alone is used; a session of items unknown to the model, or an empty
     one, gets popular items (``is_fallback``).
     """

@@ -436,6 +436,12 @@ class TwoTowerRecommender(TorchRecommender):
         features = np.tile(self.new_visitor_features_, (len(sessions), 1))
         return self._user_vectors(sessions, features) @ self._items_matrix().T
 
+    def _score_visitor_in_session(self, user_idx: int, session: np.ndarray) -> np.ndarray:
+        # the visitor tower reads the history followed by the live session, with the visitor's features
+        sequence = np.concatenate([self._visitor_histories(np.array([user_idx])).items, session]).astype(np.int64)
+        sessions = Sequences(sequence, np.array([0, len(sequence)], dtype=np.int64), np.zeros(1, np.int64))
+        return (self._user_vectors(sessions, self._features_for(np.array([user_idx]))) @ self._items_matrix().T)[0]
+
     def _rank_users(
         self, user_idx: np.ndarray, k: int, exclude: sp.csr_matrix | None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -467,9 +473,7 @@ class TwoTowerRecommender(TorchRecommender):
         ``item_ids`` alone with "new visitor" features. Items unknown to the model are ignored.
         """
         self._check_fitted()
-        raw = np.asarray(list(item_ids) if item_ids is not None else [], dtype=np.int64)
-        items = self.item_map_.to_idx(raw)
-        items = items[items >= 0]
+        items = self._session_indices(item_ids if item_ids is not None else [])
         user_idx = int(self.visitor_map_.to_idx([visitor_id])[0]) if visitor_id is not None else -1
         history = self._visitor_histories(np.array([user_idx])).items if user_idx >= 0 else np.empty(0, np.int64)
         sequence = np.concatenate([history, items]).astype(np.int64)
