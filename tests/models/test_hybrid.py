@@ -105,6 +105,18 @@ def test_normalisations_and_bad_arguments(tiny_split):
         FunnelAwareHybridRecommender().fit(train)
     with pytest.raises(TypeError, match="cf_model"):
         FunnelAwareHybridRecommender(cf_model="als")
+    for bad in ({"epochs": -1}, {"n_candidates": 0}, {"max_training_examples": 2.5},
+                {"learning_rate": 0.0}, {"weight_decay": float("nan")}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            FunnelAwareHybridRecommender(popular_model=PopularItemsRecommender(), **bad)
+
+
+def test_zero_epochs_keeps_uniform_weights(tiny_split):
+    train, val, _ = tiny_split
+    model = FunnelAwareHybridRecommender(popular_model=PopularItemsRecommender(),
+                                         cf_model=ALSRecommender(factors=8, iterations=3, random_state=0),
+                                         epochs=0).fit(train, val_events=val)
+    assert model.explain_weights(int(train.visitor_id.iloc[0])) == {"popular": 0.5, "cf": 0.5}
 
 
 def test_saved_hybrid_keeps_its_components(learned, tmp_path):
@@ -113,3 +125,12 @@ def test_saved_hybrid_keeps_its_components(learned, tmp_path):
     loaded = Recommender.load(path)
     assert loaded.explain_weights(None, [int(learned.item_ids[0])]) == learned.explain_weights(
         None, [int(learned.item_ids[0])])
+
+
+def test_exclude_seen_false_keeps_the_visitors_items(learned, small_split):
+    train, _, _ = small_split
+    visitor = int(train["visitor_id"].value_counts().index[0])
+    seen = set(train.loc[train.visitor_id == visitor, "item_id"])
+    kept = learned.recommend(visitor, n_items=50, exclude_seen=False)
+    assert seen & set(kept.item_ids)  # components score a visitor's own items high: they stay in
+    assert not seen & set(learned.recommend(visitor, n_items=50).item_ids)

@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from loguru import logger
 from torch import nn
 
-from funnelrec.data.encoding import Interactions, Sequences, sequences_from_sorted
+from funnelrec.data.encoding import IdMap, Interactions, Sequences, sequences_from_sorted
 from funnelrec.data.features.user_features import UserFeatureExtractor
 from funnelrec.data.schema import ITEM_ID, SESSION_ID, VISITOR_ID, timestamp_ms
 from funnelrec.models.base import (
@@ -108,8 +109,15 @@ class FunnelAwareHybridRecommender(Recommender):
     ) -> None:
         if score_normalization not in NORMALISATIONS:
             raise ValueError(f"score_normalization must be one of {NORMALISATIONS}, got {score_normalization!r}")
-        if not isinstance(n_candidates, int) or n_candidates < 1:
-            raise ValueError(f"n_candidates must be a positive integer, got {n_candidates!r}")
+        for name, value, least in (("n_candidates", n_candidates, 1),
+                                   ("max_training_examples", max_training_examples, 1), ("epochs", epochs, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        for name, value in (("learning_rate", learning_rate), ("weight_decay", weight_decay)):
+            if not isinstance(value, int | float) or not np.isfinite(value) or value < 0 \
+                    or (name == "learning_rate" and value == 0):
+                raise ValueError(f"{name} must be a finite number {'> 0' if name == 'learning_rate' else '>= 0'}, "
+                                 f"got {value!r}")
         components = {"popular": popular_model, "content": content_model, "cf": cf_model, "session": session_model}
         for role, model in components.items():
             if model is not None and not isinstance(model, Recommender):
@@ -170,6 +178,7 @@ class FunnelAwareHybridRecommender(Recommender):
             scorers, history, heldout = self.components, events, val_events
             history_context = self.context_
             history_map = self.visitor_map_
+            history_seen = self.user_items_
             logger.info("Hybrid: learning attention on the validation frame ({:,} events)", len(val_events))
         else:
             history, heldout = _hold_out_last_sessions(events)
@@ -179,10 +188,11 @@ class FunnelAwareHybridRecommender(Recommender):
             as_of = UserFeatureExtractor(extractor.n_favourite_categories).fit(history)
             history_map = Interactions(history).visitor_map
             history_context = as_of.feature_matrix(history_map.ids)
+            history_seen = _seen_matrix(history, history_map, self.item_map_)
             logger.info("Hybrid: learning attention on {:,} held-out events of {:,} returning visitors",
                         len(heldout), heldout[VISITOR_ID].nunique())
         examples = self._examples(heldout, history, history_map, rng)
-        self._train_attention(examples, scorers, history_map, history_context)
+        self._train_attention(examples, scorers, history_map, history_context, history_seen)
 
     def _refit_clones(self, history: pd.DataFrame) -> dict[str, Recommender]:
         clones = {}
@@ -247,10 +257,14 @@ class FunnelAwareHybridRecommender(Recommender):
             budget -= len(pick)
         return np.sort(np.concatenate(chosen)) if chosen else np.empty(0, np.int64)
 
-    def _train_attention(self, examples, scorers, history_map, history_context) -> None:
+    def _train_attention(self, examples, scorers, history_map, history_context, history_seen) -> None:
         visitor, prefixes, target = examples["visitor"], examples["prefixes"], examples["target"]
         kind = examples["kind"]
-        norm, cand, available = self._component_matrix(scorers, history_map, visitor, prefixes)
+        # as served: a history-only request is answered from items the visitor does not have yet
+        history_only = sp.diags((kind == 0).astype(np.float32))
+        seen = (history_only @ history_seen[np.maximum(visitor, 0)]).tocsr()
+        seen.eliminate_zeros()
+        norm, cand, available = self._component_matrix(scorers, history_map, visitor, prefixes, seen)
         context = self._context(history_context, visitor, prefixes)
         self.context_mean_ = context.mean(axis=0)
         self.context_std_ = context.std(axis=0) + 1e-6
@@ -283,6 +297,7 @@ class FunnelAwareHybridRecommender(Recommender):
         row_weight = torch.tensor([per_kind[k] for k in kind[rows].tolist()], dtype=torch.float32)
         optimizer = torch.optim.Adam(self.attention_.parameters(), lr=self.learning_rate,
                                      weight_decay=self.weight_decay)
+        first_loss = loss = None
         for epoch in range(self.epochs):
             weights = self.attention_(ctx, avail)  # [E, K]
             fused = torch.einsum("ek,ekw->ew", weights, scores_t) * self.attention_.log_scale.exp()
@@ -293,7 +308,10 @@ class FunnelAwareHybridRecommender(Recommender):
             optimizer.step()
             if epoch == 0:
                 first_loss = loss.item()
-        logger.info("Hybrid: attention loss {:.4f} -> {:.4f} over {} epochs", first_loss, loss.item(), self.epochs)
+        if loss is not None:
+            logger.info("Hybrid: attention loss {:.4f} -> {:.4f} over {} epochs", first_loss, loss.item(), self.epochs)
+        else:
+            logger.warning("Hybrid: epochs=0, the attention keeps its initial (uniform) weights")
         self.attention_.eval()
 
     # ------------------------------------------------------------------ scoring
@@ -330,24 +348,20 @@ class FunnelAwareHybridRecommender(Recommender):
         out[~np.isfinite(out)] = np.nan
         return out, available
 
-    def _component_matrix(self, scorers, visitor_map, visitor, prefixes):
-        """Normalised scores ``[K, n, items]``, candidate mask ``[n, items]``, availability ``[K, n]``."""
+    def _component_matrix(self, scorers, visitor_map, visitor, prefixes, seen: sp.csr_matrix | None = None):
+        """Normalised scores ``[K, n, items]``, candidate mask ``[n, items]``, availability ``[K, n]``.
+
+        ``seen`` (``[n, items]``, this model's item indices, or ``None``): items kept out of the
+        candidates, so that the candidate slots go to items the visitor can still be offered.
+        """
         n, k = len(visitor), len(self.roles_)
         raw = np.empty((k, n, self.n_items), dtype=np.float32)
         available = np.zeros((k, n), dtype=bool)
         for j, role in enumerate(self.roles_):
             raw[j], available[j] = self._component_scores(role, scorers[role], visitor_map, visitor, prefixes)
-        # history-only requests never recommend what the visitor already has (evaluate's rule)
-        history_only = (prefixes.lengths == 0) & (visitor >= 0)
-        if history_only.any():
-            rows = np.flatnonzero(history_only)
-            comp = scorers[self.roles_[0]]
-            ui = comp.user_items_[comp.visitor_map_.to_idx(visitor_map.to_ids(visitor[rows]))]
-            cols = comp.item_map_.ids[ui.indices]
-            mine = self.item_map_.to_idx(cols)
-            row_of = np.repeat(rows, np.diff(ui.indptr))
-            ok = mine >= 0
-            raw[:, row_of[ok], mine[ok]] = np.nan
+        if seen is not None and seen.nnz:
+            row_of = np.repeat(np.arange(n), np.diff(seen.indptr))
+            raw[:, row_of, seen.indices] = np.nan
         cand = np.zeros((n, self.n_items), dtype=bool)
         kk = min(self.n_candidates, self.n_items)
         for j in range(k):
@@ -374,8 +388,12 @@ class FunnelAwareHybridRecommender(Recommender):
         if not hasattr(self, "attention_"):
             raise NotFittedError("FunnelAwareHybridRecommender is not fitted")
 
-    def _fused(self, visitor: np.ndarray, prefixes: Sequences) -> tuple[np.ndarray, np.ndarray]:
-        """Dense fused scores for requests, in blocks; non-candidates rank below candidates."""
+    def _fused(self, visitor: np.ndarray, prefixes: Sequences,
+               seen: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Dense fused scores for requests, in blocks; non-candidates rank below candidates.
+
+        ``seen``: per request, items kept out of the candidates (see :meth:`_component_matrix`).
+        """
         n = len(visitor)
         out = np.empty((n, self.n_items), dtype=np.float32)
         weights_out = np.zeros((n, len(self.roles_)), dtype=np.float32)
@@ -384,7 +402,8 @@ class FunnelAwareHybridRecommender(Recommender):
         for lo in range(0, n, block):
             hi = min(lo + block, n)
             sub = prefixes.take(np.arange(lo, hi))
-            norm, cand, available = self._component_matrix(self.components, self.visitor_map_, visitor[lo:hi], sub)
+            norm, cand, available = self._component_matrix(self.components, self.visitor_map_, visitor[lo:hi], sub,
+                                                           None if seen is None else seen[lo:hi])
             weights = self._weights(self._context(self.context_, visitor[lo:hi], sub), available)
             fused = np.einsum("nk,kni->ni", weights, norm)
             low = np.where(cand, fused, np.inf).min(axis=1, keepdims=True)
@@ -412,7 +431,10 @@ class FunnelAwareHybridRecommender(Recommender):
 
     def _score_users(self, user_idx: np.ndarray) -> np.ndarray:
         empty = Sequences(np.empty(0, np.int64), np.zeros(len(user_idx) + 1, np.int64), np.arange(len(user_idx)))
-        return self._fused(np.asarray(user_idx, np.int64), empty)[0]
+        # history-only answers are built over items the visitor does not have yet: the visitor's
+        # own items rank below every candidate (also under the Evaluator's keep-seen option)
+        user_idx = np.asarray(user_idx, np.int64)
+        return self._fused(user_idx, empty, self.user_items_[user_idx])[0]
 
     def _score_sessions(self, sessions: Sequences) -> np.ndarray:
         return self._fused(np.full(len(sessions), -1, np.int64), sessions)[0]
@@ -429,7 +451,8 @@ class FunnelAwareHybridRecommender(Recommender):
         visitor, prefixes = self._request(user_id, session_item_ids)
         if visitor[0] < 0 and prefixes.lengths[0] == 0:
             return self._fallback_list(n, session_item_ids)
-        scores, weights = self._fused(visitor, prefixes)
+        history_only = exclude_seen and visitor[0] >= 0 and prefixes.lengths[0] == 0
+        scores, weights = self._fused(visitor, prefixes, self.user_items_[visitor] if history_only else None)
         if exclude_seen and visitor[0] >= 0:
             row = self.user_items_[visitor[0]]
             scores[0, row.indices] = -np.inf
@@ -508,6 +531,17 @@ def _hold_out_last_sessions(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.Data
     heldout_sessions = frame.index[last.to_numpy()]
     mask = events[SESSION_ID].isin(heldout_sessions).to_numpy()
     return events[~mask].reset_index(drop=True), events[mask].reset_index(drop=True)
+
+
+def _seen_matrix(events: pd.DataFrame, visitor_map: IdMap, item_map: IdMap) -> sp.csr_matrix:
+    """Visitor x item indicator of ``events`` in the given index spaces (unknown ids dropped)."""
+    rows = visitor_map.to_idx(events[VISITOR_ID].to_numpy())
+    cols = item_map.to_idx(events[ITEM_ID].to_numpy())
+    ok = (rows >= 0) & (cols >= 0)
+    matrix = sp.csr_matrix((np.ones(int(ok.sum()), np.float32), (rows[ok], cols[ok])),
+                           shape=(len(visitor_map), len(item_map)))
+    matrix.sum_duplicates()
+    return matrix
 
 
 def _drop_negative(sequences: Sequences) -> Sequences:
