@@ -82,6 +82,14 @@ def test_train_with_params_and_bad_params(workdir):
     assert unknown.exit_code == 2 and "available" in unknown.output
 
 
+def test_train_the_hybrid_with_its_components(workdir):
+    result = runner.invoke(app, ["--quiet", "train", "funnel_hybrid", "-p", "epochs=5",
+                                 "-p", "max_training_examples=200"])
+    assert result.exit_code == 0, result.output
+    saved = workdir / "artifacts" / "funnel_hybrid"
+    assert sorted(p.name for p in (saved / "components").iterdir()) == ["cf", "content", "popular", "session"]
+
+
 def test_evaluate_missing_artifacts(workdir):
     result = runner.invoke(app, ["evaluate", "--artifacts", str(workdir / "none")])
     assert result.exit_code == 2 and "no saved models" in result.output

@@ -223,19 +223,19 @@ def train(
 ) -> None:
     """Train one model on the train split of the data and save it."""
     from funnelrec.models.base import get_model_class
-    from funnelrec.pipeline import ensure_data, prepare_data
+    from funnelrec.pipeline import build_model, ensure_data, fit_model, prepare_data
 
     try:
-        cls = get_model_class(model)
+        get_model_class(model)
     except KeyError as exc:
         _fail(str(exc.args[0]), EXIT_BAD_INPUT)
-    try:
-        instance = cls(**_parse_params(param or []))
+    try:  # the hybrid gets the demo's component models, fitted along with it
+        instance = build_model(model, **_parse_params(param or []))
     except (TypeError, ValueError) as exc:
         _fail(f"bad hyperparameters for {model}: {exc}", EXIT_BAD_INPUT)
     ensure_data()
     data = prepare_data()
-    instance.fit(data.train, val_events=data.val if instance.sequential else None)
+    fit_model(instance, data)
     path = instance.save(out or settings.artifacts_dir / model)
     console.print(f"[green]Saved[/] {instance.name} to {path}")
 

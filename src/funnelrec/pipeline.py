@@ -121,6 +121,15 @@ def build_model(key: str, fitted: dict[str, Recommender] | None = None, **params
     return get_model_class(key)(**params)
 
 
+def fit_model(model: Recommender, data: PreparedData) -> Recommender:
+    """Fit on the train split; sequence models (early stopping) and the hybrid (its attention)
+    also get the validation split, which no model ever sees as training data otherwise."""
+    from funnelrec.models import FunnelAwareHybridRecommender
+
+    uses_val = model.sequential or isinstance(model, FunnelAwareHybridRecommender)
+    return model.fit(data.train, val_events=data.val if uses_val else None)
+
+
 def fit_and_evaluate(
     data: PreparedData,
     model_specs: dict[str, dict[str, Any]],
@@ -137,8 +146,7 @@ def fit_and_evaluate(
     for key, params in model_specs.items():
         model = build_model(key, outcome.models, **params)
         started = time.perf_counter()
-        uses_val = model.sequential or key == "funnel_hybrid"
-        model.fit(data.train, val_events=data.val if uses_val else None)
+        fit_model(model, data)
         outcome.fit_seconds[model.name] = time.perf_counter() - started
         outcome.models[key] = model
         result = evaluator.evaluate(model, data.train, data.test, n_items=20, max_users=max_users)
