@@ -26,6 +26,16 @@ class TestItem2Vec(RecommenderConformance):
     def make_model(self):
         return Item2VecRecommender(embedding_dim=16, epochs=3, seed=3)
 
+    def test_refit_on_other_weights_forgets_the_old_popularity(self, tiny_split, known_visitor):
+        train, _, _ = tiny_split
+        as_purchases = train.assign(event=pd.Categorical(["transaction"] * len(train),
+                                                         categories=train["event"].cat.categories))
+        model = self.make_model().fit(train)
+        model.recommend(known_visitor)  # caches the popularity prior of the first fit
+        model.fit(as_purchases)  # same catalogue, other event weights
+        fresh = self.make_model().fit(as_purchases)
+        assert model.recommend(known_visitor, n_items=20) == fresh.recommend(known_visitor, n_items=20)
+
 
 T0 = 1_430_000_000_000
 

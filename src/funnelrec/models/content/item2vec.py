@@ -12,8 +12,9 @@ from funnelrec.models.base import Recommender, register
 
 
 def _stable_hash(token: object) -> int:
-    # gensim seeds each vector with hashfxn(token + seed); the builtin str hash changes between
-    # processes unless PYTHONHASHSEED is fixed, so use a hash that never does.
+    # gensim 4 draws the initial vectors from its seeded numpy generator; hashfxn only seeds the
+    # vectors it makes one at a time (seeded_vector). The builtin str hash changes between
+    # processes unless PYTHONHASHSEED is fixed, so those use a hash that never does.
     return zlib.crc32(str(token).encode())
 
 
@@ -123,6 +124,7 @@ class Item2VecRecommender(Recommender):
         self.has_vector_ = norms.ravel() > 0
         history = data.visitor_sequences().tails(self.history_length)
         self.history_items_, self.history_offsets_ = history.items, history.offsets
+        self._prior_cache = None  # a refit may keep the catalogue size but not the popularity
 
     def _pooled(self, items: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         weights = _position_weights(lengths, self.recency_decay) * self.has_vector_[items]
@@ -134,7 +136,7 @@ class Item2VecRecommender(Recommender):
     def _popularity_prior(self) -> np.ndarray:
         """log-popularity scaled to [0, 1], computed once per fitted/loaded model."""
         prior = getattr(self, "_prior_cache", None)
-        if prior is None or len(prior) != len(self.item_popularity_):
+        if prior is None:
             log_pop = np.log1p(self.item_popularity_.astype(np.float32))
             prior = log_pop / max(float(log_pop.max()), 1e-12)
             self._prior_cache = prior
@@ -183,3 +185,4 @@ class Item2VecRecommender(Recommender):
         self.has_vector_ = arrays["has_vector"]
         self.history_items_ = arrays["history_items"]
         self.history_offsets_ = arrays["history_offsets"]
+        self._prior_cache = None
