@@ -38,20 +38,13 @@ from loguru import logger
 from funnelrec import __version__
 from funnelrec.data.encoding import IdMap, Interactions, Sequences
 from funnelrec.data.schema import CATEGORY_ID, ITEM_ID, validate_events
+from funnelrec.errors import ArtifactError, NotFittedError  # noqa: F401  (re-exported)
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.npz"
 #: Upper bound on floats held by one dense score block (users x items) while ranking.
 SCORE_BLOCK_FLOATS = 1 << 24
-
-
-class NotFittedError(RuntimeError):
-    """A model (or feature extractor) was used before ``fit``."""
-
-
-class ArtifactError(ValueError):
-    """A saved model cannot be read: missing, corrupted or written by a newer funnelrec."""
 
 
 class RecommendationList(list):

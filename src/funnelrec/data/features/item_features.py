@@ -7,6 +7,7 @@ import pandas as pd
 
 from funnelrec.data.encoding import event_weight_array
 from funnelrec.data.schema import CATEGORY_ID, EVENT, ITEM_ID, VISITOR_ID, validate_events
+from funnelrec.errors import NotFittedError
 
 #: Numeric columns of :meth:`ItemFeatureExtractor.feature_matrix`.
 ITEM_NUMERIC_FEATURES: tuple[str, ...] = (
@@ -82,7 +83,6 @@ class ItemFeatureExtractor:
 
     def _check_fitted(self) -> pd.DataFrame:
         if self.features_ is None:
-            from funnelrec.models.base import NotFittedError
 
             raise NotFittedError("ItemFeatureExtractor is not fitted; call fit(train) first")
         return self.features_

@@ -17,6 +17,7 @@ from funnelrec.data.schema import (
     VISITOR_ID,
     validate_events,
 )
+from funnelrec.errors import NotFittedError
 
 
 class FunnelStage(StrEnum):
@@ -194,7 +195,6 @@ class UserFeatureExtractor:
 
     def _check_fitted(self) -> pd.DataFrame:
         if self.features_ is None:
-            from funnelrec.models.base import NotFittedError
 
             raise NotFittedError("UserFeatureExtractor is not fitted; call fit(train) first")
         return self.features_
