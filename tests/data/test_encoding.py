@@ -13,8 +13,10 @@ from funnelrec.data.encoding import (
     Sequences,
     event_weight_array,
     expand_prefixes,
+    next_item_targets,
     sequences_from_sorted,
     slice_sequences,
+    take_prefixes,
 )
 from funnelrec.data.schema import to_canonical
 
@@ -305,6 +307,18 @@ def test_expand_prefixes() -> None:
     np.testing.assert_array_equal(targets, [b, c, f])
     np.testing.assert_array_equal(session_row, [0, 0, 2])
     np.testing.assert_array_equal(prefixes.keys, [0, 1, 2])
+
+
+def test_selected_prefixes_without_expanding_all() -> None:
+    sessions = seqs([[11, 12, 13, 14], [15], [16, 17]])
+    session_row, prefix_length, targets = next_item_targets(sessions)
+    np.testing.assert_array_equal(session_row, [0, 0, 0, 2])
+    np.testing.assert_array_equal(prefix_length, [1, 2, 3, 1])
+    np.testing.assert_array_equal(targets, [12, 13, 14, 17])
+    picked = take_prefixes(sessions, session_row[[2, 3]], prefix_length[[2, 3]])
+    assert picked.to_lists() == [[11, 12, 13], [16]]
+    everything, _, _ = expand_prefixes(sessions)
+    assert take_prefixes(sessions, session_row, prefix_length).to_lists() == everything.to_lists()
 
 
 def test_expand_prefixes_without_targets() -> None:

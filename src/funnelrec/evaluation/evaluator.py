@@ -11,7 +11,12 @@ import scipy.sparse as sp
 from loguru import logger
 from tqdm.auto import tqdm
 
-from funnelrec.data.encoding import Sequences, expand_prefixes, sequences_from_sorted
+from funnelrec.data.encoding import (
+    Sequences,
+    next_item_targets,
+    sequences_from_sorted,
+    take_prefixes,
+)
 from funnelrec.data.schema import (
     EVENT,
     ITEM_ID,
@@ -235,7 +240,7 @@ class Evaluator:
         raw_items = model.item_map_.to_idx(test[ITEM_ID].to_numpy()[order])
         # unknown items stay in the sequence as -1 so they are counted as targets
         sessions = sequences_from_sorted(keys, raw_items)
-        prefixes, targets, session_row = expand_prefixes(sessions)
+        session_row, prefix_length, targets = next_item_targets(sessions)  # prefixes built per block
         rows = np.arange(len(targets))
         if max_events is not None and len(rows) > max_events:
             from funnelrec.config import settings
@@ -251,7 +256,7 @@ class Evaluator:
                    disable=not self.show_progress, leave=False)
         for lo in bar:
             block_rows = rows[lo : lo + rows_per_block]
-            block = prefixes.take(block_rows)
+            block = take_prefixes(sessions, session_row[block_rows], prefix_length[block_rows])
             known = block.items >= 0
             block = _drop_unknown(block, known)
             scores = model.score_sessions(block)

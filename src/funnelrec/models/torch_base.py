@@ -23,7 +23,13 @@ from loguru import logger
 from torch import nn
 from tqdm.auto import tqdm
 
-from funnelrec.data.encoding import Interactions, Sequences, expand_prefixes, sequences_from_sorted
+from funnelrec.data.encoding import (
+    Interactions,
+    Sequences,
+    next_item_targets,
+    sequences_from_sorted,
+    take_prefixes,
+)
 from funnelrec.data.schema import ITEM_ID, SESSION_ID, timestamp_ms
 from funnelrec.models.base import ArtifactError, Recommender
 
@@ -63,7 +69,7 @@ def next_item_mrr(model: Recommender, sessions: Sequences, cutoff: int = 20, max
     A quick validation signal for early stopping on a fixed subsample of at most ``max_events``
     predictions; the Evaluator is the reference protocol.
     """
-    prefixes, targets, _ = expand_prefixes(sessions)
+    session_row, prefix_length, targets = next_item_targets(sessions)
     if len(targets) == 0:
         return 0.0
     rows = np.arange(len(targets))
@@ -72,7 +78,7 @@ def next_item_mrr(model: Recommender, sessions: Sequences, cutoff: int = 20, max
     rr = []
     for lo in range(0, len(rows), 512):
         block_rows = rows[lo : lo + 512]
-        block = prefixes.take(block_rows)
+        block = take_prefixes(sessions, session_row[block_rows], prefix_length[block_rows])
         scores = model.score_sessions(block)
         target_scores = scores[np.arange(len(block_rows)), targets[block_rows]]
         rank = (scores >= target_scores[:, None]).sum(axis=1)  # ties against the model
