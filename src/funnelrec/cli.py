@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -70,7 +71,9 @@ def _short(column: str) -> str:
 
 def metrics_table(frame, columns: list[str], title: str) -> Table:
     """A rich table of selected metric columns, best value per column in bold."""
-    table = Table(title=title, header_style="bold cyan")
+    # light borders: eight models x eight metrics fit an 80-column terminal without truncation
+    table = Table(title=title, header_style="bold cyan", box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)
     table.add_column("model", no_wrap=True)
     present = [c for c in columns if c in frame.columns]
     for column in present:

@@ -195,7 +195,8 @@ def sample_explanations(
             visitors, live = rng.choice(pool, min(per_stage, len(pool)), replace=False).tolist(), None
         for visitor in visitors:
             if visitor is None:
-                recs = model.recommend_by_item_ids(live, n_items=n_items)
+                # shown to a person: not the items they are looking at right now
+                recs = model.recommend_by_item_ids(live, n_items=n_items, exclude_seen=True)
             else:
                 recs = model.recommend(int(visitor), n_items=n_items)
             explanations = explainer.explain_batch(
