@@ -134,3 +134,61 @@ def test_exclude_seen_false_keeps_the_visitors_items(learned, small_split):
     kept = learned.recommend(visitor, n_items=50, exclude_seen=False)
     assert seen & set(kept.item_ids)  # components score a visitor's own items high: they stay in
     assert not seen & set(learned.recommend(visitor, n_items=50).item_ids)
+
+
+class _Oracle(PopularItemsRecommender):
+    """A component that knows the validation answers in one context and is noise in the other.
+
+    ``knows="history"``: a visitor's scores put their validation-period items on top, sessions
+    get noise. ``knows="session"``: a session's score puts the validation successor of its last
+    item on top, visitors get noise. With one such component per context the attention has a
+    planted answer to learn.
+    """
+
+    def __init__(self, val=None, knows: str = "history"):
+        super().__init__()
+        self.val, self.knows = val, knows
+        if val is not None:  # the answers, looked up once
+            self.items_of = val.groupby("visitor_id")["item_id"].apply(list).to_dict()
+            ordered = val.sort_values(["session_id", "timestamp"])
+            following = ordered.groupby("session_id")["item_id"].shift(-1)
+            self.successor = {int(i): int(n) for i, n in zip(ordered["item_id"], following, strict=True)
+                              if not np.isnan(n)}
+
+    def _noise(self, n_rows: int) -> np.ndarray:
+        return np.random.default_rng(n_rows).random((n_rows, self.n_items), dtype=np.float32)
+
+    def _score_users(self, user_idx):
+        scores = self._noise(len(user_idx))
+        if self.knows == "history":
+            for row, visitor in enumerate(self.visitor_map_.to_ids(user_idx)):
+                idx = self.item_map_.to_idx(np.asarray(self.items_of.get(int(visitor), []), dtype=np.int64))
+                scores[row, idx[idx >= 0]] += 10.0
+        return scores
+
+    def _score_sessions(self, sessions):
+        scores = self._noise(len(sessions))
+        if self.knows == "session":
+            last = self.item_map_.to_ids(sessions.items[sessions.offsets[1:] - 1])
+            nxt = np.array([self.successor.get(int(item), -1) for item in last], dtype=np.int64)
+            idx = self.item_map_.to_idx(nxt)
+            rows = np.flatnonzero((nxt >= 0) & (idx >= 0))
+            scores[rows, idx[rows]] += 10.0
+        return scores
+
+
+def test_attention_learns_which_component_knows_each_context(small_split):
+    train, val, _ = small_split
+    history_oracle = _Oracle(val, "history").fit(train)
+    session_oracle = _Oracle(val, "session").fit(train)
+    model = FunnelAwareHybridRecommender(cf_model=history_oracle, session_model=session_oracle,
+                                         seed=0).fit(train, val_events=val)
+    returning = [int(v) for v in np.intersect1d(val.visitor_id.unique(), train.visitor_id.unique())[:20]]
+    long_sessions = [g.tolist() for _, g in val.sort_values("timestamp").groupby("session_id")["item_id"]
+                     if len(g) >= 4][:20]
+    history_only = [model.explain_weights(v)["cf"] for v in returning]
+    live_only = [model.explain_weights(None, s)["session"] for s in long_sessions]
+    assert len(history_only) == len(live_only) == 20
+    # a returning visitor without a session: the history component; a live session: the session
+    # one (uniform would be 0.5 each)
+    assert np.mean(history_only) > 0.7 and np.mean(live_only) > 0.7
