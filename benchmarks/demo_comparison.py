@@ -20,13 +20,37 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import append_results  # noqa: E402
 from baselines import CACHE, table  # noqa: E402
 
+from funnelrec.evaluation.evaluator import Evaluator  # noqa: E402
 from funnelrec.pipeline import DEMO_MODELS, HYBRID_COMPONENTS, fit_and_evaluate, prepare_data  # noqa: E402
+
+
+def paired_details(outcome, data) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """Per-visitor and per-event metrics of every model (same seeded visitors, same events)."""
+    evaluator = Evaluator(k_values=[5, 10, 20])
+    evaluator.show_progress = False
+    per_visitor, per_event = {}, {}
+    for model in outcome.models.values():
+        per_visitor[model.name] = evaluator.evaluate(model, data.train, data.test, n_items=20, max_users=2000,
+                                                     return_details=True).details
+        per_event[model.name] = evaluator.evaluate_sessions(model, data.test, cutoff=20,
+                                                            return_details=True).details
+    return per_visitor, per_event
+
+
+def paired_bootstrap_ci(ours: pd.Series, ref: pd.Series, n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of mean(ours - ref) over the same visitors or events."""
+    ours, ref = ours.align(ref, join="inner")
+    diff = (ours.to_numpy() - ref.to_numpy()).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (n_resamples, len(diff)))].mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
 def main() -> None:
@@ -64,10 +88,19 @@ def main() -> None:
         other = names[component]
         checks.append((f"hybrid > {other} on evaluate ndcg@10", ndcg(hybrid), ndcg(other)))
         checks.append((f"hybrid > {other} on evaluate_sessions MRR@20", mrr(hybrid), mrr(other)))
-    verdicts = "\n".join(
-        f"- {text}: {'yes' if ours > ref else 'NO'} ({ours:.4f} vs {ref:.4f}, {100 * (ours / ref - 1):+.1f}%)"
-        for text, ours, ref in checks
-    )
+    per_visitor, per_event = paired_details(outcome, data)
+    lines = []
+    for text, ours, ref in checks:
+        first, _, rest = text.partition(" > ")
+        second, _, protocol = rest.partition(" on ")
+        first = hybrid if first == "hybrid" else first
+        frame, metric = (per_visitor, "ndcg@10") if "ndcg" in protocol else (per_event, "mrr@20")
+        low, high = paired_bootstrap_ci(frame[first][metric], frame[second][metric])
+        verdict = "yes" if ours > ref else "NO"
+        verdict += "" if low > 0 or high < 0 else " (within noise)"
+        lines.append(f"- {text}: {verdict} ({ours:.4f} vs {ref:.4f}, {100 * (ours / ref - 1):+.1f}%; "
+                     f"paired 95% CI of the difference [{low:+.4f}, {high:+.4f}])")
+    verdicts = "\n".join(lines)
     holdout_cols = ["model", "precision@10", "recall@10", "ndcg@10", "hit_rate", "mrr", "coverage", "fit_seconds"]
     session_cols = ["model", "recall@5", "recall@20", "mrr@5", "mrr@20", "coverage"]
     body = (
