@@ -41,7 +41,7 @@ def live_sessions(test: pd.DataFrame, n: int, seed: int = 0) -> list[list[int]]:
     return [items.iloc[i][: rng.integers(1, min(len(items.iloc[i]), 10) + 1)] for i in picked]
 
 
-def measure(scale: str, epochs: int) -> list[dict]:
+def measure(scale: str, epochs: int, only: set[str] | None = None) -> list[dict]:
     train, _, test = load_split(scale)
     sessions = live_sessions(test, N_SESSIONS)
     variants = [
@@ -51,6 +51,8 @@ def measure(scale: str, epochs: int) -> list[dict]:
     ]
     rows = []
     for label, key, overrides in variants:
+        if only and key not in only:
+            continue
         model = build_model(key, **{**DEMO_MODELS[key], "epochs": epochs, **overrides})
         started = time.perf_counter()
         model.fit(train)
@@ -68,9 +70,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", default="demo,full")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--models", default="gru4rec,sasrec", help="model keys to time")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    rows = [row for scale in args.scales.split(",") for row in measure(scale, args.epochs)]
+    only = set(args.models.split(","))
+    rows = [row for scale in args.scales.split(",") for row in measure(scale, args.epochs, only)]
     frame = pd.DataFrame(rows)
     body = (
         f"Training throughput = training events x epochs / fit seconds (fit includes encoding and "
@@ -85,7 +89,8 @@ def main() -> None:
     print(body)
     if not args.no_record:
         append_results("GRU4Rec and SASRec: training throughput and session latency",
-                       f"python benchmarks/sequential_speed.py --scales {args.scales} --epochs {args.epochs}",
+                       f"python benchmarks/sequential_speed.py --scales {args.scales} --epochs {args.epochs} "
+                       f"--models {args.models}",
                        body)
 
 

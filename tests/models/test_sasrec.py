@@ -97,6 +97,19 @@ def test_each_loss_type_trains(chains, loss_type):
     assert successor_accuracy(model, successor) >= 0.8  # chance is 1/30
 
 
+@pytest.mark.parametrize("loss_type", ["sampled", "gbce"])
+def test_large_catalogues_update_the_item_table_sparsely(chains, monkeypatch, loss_type):
+    events, successor = chains
+    monkeypatch.setattr(sasrec, "SPARSE_MIN_ITEMS", N_ITEMS)
+    model = SASRecRecommender(epochs=15, loss_type=loss_type, n_negatives=10, **FAST).fit(events)
+    assert model.sparse_updates_ and model.net_.item_embedding.sparse
+    assert successor_accuracy(model, successor) >= 0.8  # learns as well as with dense updates
+    untouched = model.net_.item_embedding.weight[0]  # the padding row never moves
+    assert torch.count_nonzero(untouched) == 0
+    # the ordinary full-softmax path stays dense
+    assert not SASRecRecommender(epochs=1, loss_type="ce", **FAST).fit(events).net_.item_embedding.sparse
+
+
 def test_auto_switches_to_sampled_softmax_on_large_catalogues(chains, monkeypatch):
     monkeypatch.setattr(sasrec, "AUTO_CE_MAX_ITEMS", N_ITEMS - 1)
     model = SASRecRecommender(epochs=1, **FAST).fit(chains[0])

@@ -63,6 +63,24 @@ def validation_sessions(model: Recommender, events: pd.DataFrame) -> Sequences:
     return sequences_from_sorted(keys[keep], idx[keep])
 
 
+def clip_gradients(parameters: Iterator[nn.Parameter], max_norm: float) -> float:
+    """Scale all gradients so their joint L2 norm is at most ``max_norm``; returns the norm.
+
+    ``nn.utils.clip_grad_norm_`` with sparse gradients (a sparse embedding table) is not
+    implemented; the norm of a sparse gradient is the norm of its (coalesced) values.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return 0.0
+    squares = [(g.coalesce().values() if g.is_sparse else g).pow(2).sum() for g in grads]
+    total = float(torch.stack(squares).sum().sqrt())
+    if total > max_norm:
+        scale = max_norm / (total + 1e-6)
+        for g in grads:
+            g.mul_(scale)
+    return total
+
+
 def next_item_mrr(model: Recommender, sessions: Sequences, cutoff: int = 20, max_events: int = 5000) -> float:
     """MRR@cutoff of predicting each next item from its prefix (ties counted against the model).
 
@@ -172,7 +190,7 @@ class TorchRecommender(Recommender):
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if self.grad_clip:
-                    nn.utils.clip_grad_norm_(self.net_.parameters(), self.grad_clip)
+                    clip_gradients(self.net_.parameters(), self.grad_clip)
                 optimizer.step()
                 total_loss += loss.item()
                 n_seen += 1

@@ -34,6 +34,8 @@ from funnelrec.models.torch_base import TorchRecommender
 LOSS_TYPES = ("auto", "ce", "sampled", "gbce")
 #: ``loss_type="auto"`` uses the full softmax up to this many items.
 AUTO_CE_MAX_ITEMS = 50_000
+#: From this many items on, sampled losses update the item table sparsely (SparseAdam).
+SPARSE_MIN_ITEMS = 50_000
 #: Popularity exponent of the negative sampler of ``loss_type="sampled"``.
 SAMPLE_ALPHA = 0.75
 #: Upper bound on floats in one block of logits. Larger losses are computed in checkpointed
@@ -119,10 +121,11 @@ class SASRecNet(nn.Module):
     """
 
     def __init__(self, n_items: int, hidden_dim: int, n_heads: int, n_layers: int,
-                 max_length: int, dropout: float) -> None:
+                 max_length: int, dropout: float, sparse: bool = False) -> None:
         super().__init__()
         self.max_length = max_length
-        self.item_embedding = nn.Embedding(n_items + 1, hidden_dim, padding_idx=0)
+        # sparse: the item table's gradient holds only the rows a batch touched (see SPARSE_MIN_ITEMS)
+        self.item_embedding = nn.Embedding(n_items + 1, hidden_dim, padding_idx=0, sparse=sparse)
         self.position_embedding = nn.Embedding(max_length, hidden_dim)
         self.embedding_dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(_Block(hidden_dim, n_heads, dropout) for _ in range(n_layers))
@@ -136,6 +139,12 @@ class SASRecNet(nn.Module):
     def item_weights(self) -> torch.Tensor:
         """Output embeddings of the real items (padding row dropped): ``[n_items, hidden_dim]``."""
         return self.item_embedding.weight[1:]
+
+    def item_rows(self, item_idx: torch.Tensor) -> torch.Tensor:
+        """Output embeddings of some items (any shape of indices), with a sparse gradient when
+        the table is sparse."""
+        return F.embedding(item_idx + 1, self.item_embedding.weight, padding_idx=0,
+                           sparse=self.item_embedding.sparse)
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         width = seq.shape[1]
@@ -242,7 +251,15 @@ class SASRecRecommender(TorchRecommender):
     # ---------------------------------------------------------------- training hooks
     def _build_network(self) -> SASRecNet:
         return SASRecNet(self.n_items, self.hidden_dim, self.n_heads, self.n_layers,
-                         self.max_seq_length, self.dropout)
+                         self.max_seq_length, self.dropout, sparse=getattr(self, "sparse_updates_", False))
+
+    def _make_optimizer(self) -> torch.optim.Optimizer | _SparseAndDenseAdam:
+        if not self.net_.item_embedding.sparse:
+            return super()._make_optimizer()
+        table = self.net_.item_embedding.weight
+        rest = [p for p in self.net_.parameters() if p is not table]
+        return _SparseAndDenseAdam(torch.optim.SparseAdam([table], lr=self.learning_rate),
+                                   torch.optim.Adam(rest, lr=self.learning_rate))
 
     def _prepare_training(self, data: Interactions, events: pd.DataFrame) -> None:
         sequences = data.visitor_sequences()
@@ -255,6 +272,9 @@ class SASRecRecommender(TorchRecommender):
             self.loss_type_ = "ce" if self.n_items <= AUTO_CE_MAX_ITEMS else "sampled"
         if self.loss_type_ == "gbce" and self.n_items < 2:
             raise ValueError("loss_type='gbce' needs at least two items to draw negatives from")
+        # sampled losses touch a few thousand item rows a batch: past SPARSE_MIN_ITEMS items a
+        # dense Adam step over the whole table costs more than the rest of the batch
+        self.sparse_updates_ = self.loss_type_ in ("sampled", "gbce") and self.n_items >= SPARSE_MIN_ITEMS
         counts = data.item_counts().astype(np.float64)
         probs = np.power(np.maximum(counts, 1.0), SAMPLE_ALPHA)
         self._sample_probs = torch.as_tensor(probs / probs.sum(), dtype=torch.float32, device=self.device_)
@@ -291,18 +311,18 @@ class SASRecRecommender(TorchRecommender):
         hidden = self.net_(inputs)
         valid = inputs > 0
         h, target = hidden[valid], targets[valid] - 1  # back to item indices
-        weights = self.net_.item_weights()
         if self.loss_type_ == "ce":
+            weights = self.net_.item_weights()
             return _chunked_mean(lambda hc, tc: F.cross_entropy(hc @ weights.T, tc, reduction="sum"),
                                  h, target, LOSS_BLOCK_FLOATS // self.n_items)
         if self.loss_type_ == "sampled":
             k = min(self.n_negatives, self.n_items)
             negatives = torch.multinomial(self._sample_probs, k, replacement=True)
             log_q = self._log_q
-            neg_w, neg_logq = weights[negatives], log_q[negatives]
+            neg_w, neg_logq = self.net_.item_rows(negatives), log_q[negatives]
 
             def sampled(hc: torch.Tensor, tc: torch.Tensor) -> torch.Tensor:
-                pos = (hc * weights[tc]).sum(-1) - log_q[tc]
+                pos = (hc * self.net_.item_rows(tc)).sum(-1) - log_q[tc]
                 neg = hc @ neg_w.T - neg_logq
                 neg = neg.masked_fill(negatives[None, :] == tc[:, None], float("-inf"))
                 return F.cross_entropy(torch.cat([pos[:, None], neg], dim=1),
@@ -317,8 +337,8 @@ class SASRecRecommender(TorchRecommender):
         def gbce(hc: torch.Tensor, tc: torch.Tensor) -> torch.Tensor:
             neg = torch.randint(0, self.n_items - 1, (len(tc), k), device=tc.device)
             neg = neg + (neg >= tc[:, None]).long()
-            pos = (hc * weights[tc]).sum(-1)
-            neg_scores = torch.einsum("nd,nkd->nk", hc, weights[neg])
+            pos = (hc * self.net_.item_rows(tc)).sum(-1)
+            neg_scores = torch.einsum("nd,nkd->nk", hc, self.net_.item_rows(neg))
             return (beta * F.softplus(-pos)).sum() + F.softplus(neg_scores).sum()
 
         return _chunked_mean(gbce, h, target, LOSS_BLOCK_FLOATS // (k * self.hidden_dim))
@@ -392,3 +412,22 @@ def _chunked_mean(
 
 
 __all__ = ["SASRecNet", "SASRecRecommender", "left_padded", "training_windows"]
+
+
+class _SparseAndDenseAdam:
+    """SparseAdam for a sparse item table beside Adam for the rest, stepped as one optimiser.
+
+    SparseAdam is "lazy": a row's moments move only when a batch touches it, which is what
+    makes the step cost independent of the catalogue size.
+    """
+
+    def __init__(self, sparse: torch.optim.SparseAdam, dense: torch.optim.Adam) -> None:
+        self.optimizers = (sparse, dense)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
