@@ -63,6 +63,21 @@ def validation_sessions(model: Recommender, events: pd.DataFrame) -> Sequences:
     return sequences_from_sorted(keys[keep], idx[keep])
 
 
+class CombinedOptimizer:
+    """Several optimisers stepped as one (the loop only calls ``zero_grad`` and ``step``)."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
+        self.optimizers = optimizers
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+
 def clip_gradients(parameters: Iterator[nn.Parameter], max_norm: float) -> float:
     """Scale all gradients so their joint L2 norm is at most ``max_norm``; returns the norm.
 

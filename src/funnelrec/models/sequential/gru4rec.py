@@ -38,7 +38,7 @@ from torch import nn
 from funnelrec.data.encoding import Interactions, Sequences, sequences_from_sorted
 from funnelrec.data.schema import EVENT, ITEM_ID, SESSION_ID, VISITOR_ID, timestamp_ms
 from funnelrec.models.base import SCORE_BLOCK_FLOATS, register
-from funnelrec.models.torch_base import TorchRecommender
+from funnelrec.models.torch_base import CombinedOptimizer, TorchRecommender
 
 LOSS_TYPES = ("ce", "bpr-max", "top1-max")
 OPTIMIZERS = ("adagrad", "adam")
@@ -202,21 +202,6 @@ class IndexedAdagradM(torch.optim.Optimizer):
                         update = state["velocity"].mul_(momentum).add_(update)
                     p.add_(update)
         return loss
-
-
-class CombinedOptimizer:
-    """Several optimisers stepped as one (the loop only calls ``zero_grad`` and ``step``)."""
-
-    def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
-        self.optimizers = optimizers
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for optimizer in self.optimizers:
-            optimizer.zero_grad(set_to_none=set_to_none)
-
-    def step(self) -> None:
-        for optimizer in self.optimizers:
-            optimizer.step()
 
 
 # --------------------------------------------------------------------------- network

@@ -29,7 +29,7 @@ from torch.utils.checkpoint import checkpoint
 
 from funnelrec.data.encoding import Interactions, Sequences
 from funnelrec.models.base import register
-from funnelrec.models.torch_base import TorchRecommender
+from funnelrec.models.torch_base import CombinedOptimizer, TorchRecommender
 
 LOSS_TYPES = ("auto", "ce", "sampled", "gbce")
 #: ``loss_type="auto"`` uses the full softmax up to this many items.
@@ -253,13 +253,15 @@ class SASRecRecommender(TorchRecommender):
         return SASRecNet(self.n_items, self.hidden_dim, self.n_heads, self.n_layers,
                          self.max_seq_length, self.dropout, sparse=getattr(self, "sparse_updates_", False))
 
-    def _make_optimizer(self) -> torch.optim.Optimizer | _SparseAndDenseAdam:
+    def _make_optimizer(self) -> torch.optim.Optimizer | CombinedOptimizer:
         if not self.net_.item_embedding.sparse:
             return super()._make_optimizer()
         table = self.net_.item_embedding.weight
         rest = [p for p in self.net_.parameters() if p is not table]
-        return _SparseAndDenseAdam(torch.optim.SparseAdam([table], lr=self.learning_rate),
-                                   torch.optim.Adam(rest, lr=self.learning_rate))
+        # SparseAdam is lazy: a row's moments move only when a batch touches it, which keeps
+        # the step cost independent of the catalogue size
+        return CombinedOptimizer(torch.optim.SparseAdam([table], lr=self.learning_rate),
+                                 torch.optim.Adam(rest, lr=self.learning_rate))
 
     def _prepare_training(self, data: Interactions, events: pd.DataFrame) -> None:
         sequences = data.visitor_sequences()
@@ -413,21 +415,3 @@ def _chunked_mean(
 
 __all__ = ["SASRecNet", "SASRecRecommender", "left_padded", "training_windows"]
 
-
-class _SparseAndDenseAdam:
-    """SparseAdam for a sparse item table beside Adam for the rest, stepped as one optimiser.
-
-    SparseAdam is "lazy": a row's moments move only when a batch touches it, which is what
-    makes the step cost independent of the catalogue size.
-    """
-
-    def __init__(self, sparse: torch.optim.SparseAdam, dense: torch.optim.Adam) -> None:
-        self.optimizers = (sparse, dense)
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for optimizer in self.optimizers:
-            optimizer.zero_grad(set_to_none=set_to_none)
-
-    def step(self) -> None:
-        for optimizer in self.optimizers:
-            optimizer.step()
