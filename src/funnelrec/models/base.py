@@ -90,8 +90,8 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k = min(k, n_cols)
     if k <= 0:
         return np.empty((n_rows, 0), np.int64), np.empty((n_rows, 0), np.float32)
-    if k < n_cols:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    if k < n_cols:  # the k largest sit at the end; partitioning the scores as they are saves a negated copy
+        part = np.argpartition(scores, n_cols - k, axis=1)[:, n_cols - k :]
     else:
         part = np.broadcast_to(np.arange(n_cols), (n_rows, n_cols))
     part_scores = np.take_along_axis(scores, part, axis=1)

@@ -134,18 +134,18 @@ class Item2VecRecommender(Recommender):
         return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
     def _popularity_prior(self) -> np.ndarray:
-        """log-popularity scaled to [0, 1], computed once per fitted/loaded model."""
+        """``popularity_weight`` x log-popularity scaled to [0, 1], once per fitted/loaded model."""
         prior = getattr(self, "_prior_cache", None)
         if prior is None:
             log_pop = np.log1p(self.item_popularity_.astype(np.float32))
-            prior = log_pop / max(float(log_pop.max()), 1e-12)
+            prior = (self.popularity_weight * log_pop / max(float(log_pop.max()), 1e-12)).astype(np.float32)
             self._prior_cache = prior
         return prior
 
     def _scores_or_fallback(self, pooled: np.ndarray) -> np.ndarray:
         scores = pooled @ self.item_vectors_.T
         if self.popularity_weight:
-            scores += self.popularity_weight * self._popularity_prior()
+            scores += self._popularity_prior()
         # no item of the query has a vector: popularity, not a row of zeros
         empty = ~pooled.any(axis=1)
         if empty.any():
