@@ -192,3 +192,14 @@ def test_attention_learns_which_component_knows_each_context(small_split):
     # a returning visitor without a session: the history component; a live session: the session
     # one (uniform would be 0.5 each)
     assert np.mean(history_only) > 0.7 and np.mean(live_only) > 0.7
+
+
+def test_session_may_be_any_sequence_of_ids(learned, small_split):
+    train, _, _ = small_split
+    visitor = int(train.visitor_id.iloc[0])
+    items = train.item_id.iloc[10:13].tolist()
+    as_list = learned.recommend(visitor, n_items=5, session_item_ids=items)
+    assert learned.recommend(visitor, n_items=5, session_item_ids=np.array(items)).item_ids == as_list.item_ids
+    assert learned.recommend(visitor, n_items=5, session_item_ids=tuple(items)).item_ids == as_list.item_ids
+    with pytest.raises(ValueError, match="item_ids"):
+        learned.recommend(visitor, n_items=5, session_item_ids="123")
