@@ -66,6 +66,9 @@ class RecommenderConformance:
         category = int(train["category_id"].iloc[0])
         recs = fitted.recommend(-12345, n_items=3, session_item_ids=[item])
         assert recs.is_fallback
+        # any sequence of ids works, a generator included (read once)
+        assert fitted.recommend(-12345, n_items=3, session_item_ids=np.array([item])).item_ids == recs.item_ids
+        assert fitted.recommend(-12345, n_items=3, session_item_ids=(i for i in [item])).item_ids == recs.item_ids
         cats = dict(zip(train.item_id, train.category_id, strict=False))
         assert all(cats[i] == category for i in recs.item_ids)
 

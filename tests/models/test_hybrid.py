@@ -203,3 +203,21 @@ def test_session_may_be_any_sequence_of_ids(learned, small_split):
     assert learned.recommend(visitor, n_items=5, session_item_ids=tuple(items)).item_ids == as_list.item_ids
     with pytest.raises(ValueError, match="item_ids"):
         learned.recommend(visitor, n_items=5, session_item_ids="123")
+
+
+def test_single_and_batch_agree_with_and_without_seen_items(learned, small_split):
+    train, _, _ = small_split
+    visitor = int(train["visitor_id"].value_counts().index[0])
+    for exclude_seen in (True, False):
+        single = learned.recommend(visitor, n_items=20, exclude_seen=exclude_seen)
+        batch_ids, _ = learned.recommend_batch([visitor], n_items=20, exclude_seen=exclude_seen)
+        assert single.item_ids == batch_ids[0].tolist()
+
+
+def test_unknown_visitor_or_items_with_an_array_or_generator_session(learned, small_split):
+    train, _, _ = small_split
+    items = train.item_id.iloc[:3].tolist()
+    from_list = learned.recommend(-999, n_items=5, session_item_ids=items)
+    assert learned.recommend(-999, n_items=5, session_item_ids=np.array(items)).item_ids == from_list.item_ids
+    unknown = learned.recommend_by_item_ids(i for i in [-5, -6])  # a generator, read once
+    assert unknown.is_fallback and len(unknown) == 10

@@ -196,3 +196,11 @@ def test_build_copies_the_callers_array():
     index = VectorIndex(kind="exact").build(vectors)
     vectors[:] = 0.0  # the exact fallback must still see the indexed vectors
     assert np.array_equal(index.vectors_, original)
+
+
+def test_top_k_orders_ties_by_column_and_never_picks_nan_or_masked():
+    scores = np.array([[0.5, np.nan, 0.9, -np.inf, 0.5, 0.1]], dtype=np.float32)
+    idx, top = top_k(scores, 3)
+    assert idx.tolist() == [[2, 0, 4]] and top.tolist() == [[np.float32(0.9), 0.5, 0.5]]
+    idx, _ = top_k(np.array([[1.0, -np.inf, -np.inf]], dtype=np.float32), 3)
+    assert idx.tolist()[0][0] == 0 and -1 in idx.tolist()[0]

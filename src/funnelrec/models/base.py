@@ -90,8 +90,8 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k = min(k, n_cols)
     if k <= 0:
         return np.empty((n_rows, 0), np.int64), np.empty((n_rows, 0), np.float32)
-    if k < n_cols:  # the k largest sit at the end; partitioning the scores as they are saves a negated copy
-        part = np.argpartition(scores, n_cols - k, axis=1)[:, n_cols - k :]
+    if k < n_cols:  # on -scores a NaN sorts last, so it never enters the top k
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     else:
         part = np.broadcast_to(np.arange(n_cols), (n_rows, n_cols))
     part_scores = np.take_along_axis(scores, part, axis=1)
@@ -366,10 +366,12 @@ class Recommender(ABC):
         """
         self._check_fitted()
         n = self._check_n(n_items)
+        if session_item_ids is not None:
+            session_item_ids = id_list(session_item_ids)
         user_idx = int(self.visitor_map_.to_idx([user_id])[0])
         if user_idx < 0:
             return self._fallback_list(n, session_item_ids)
-        session = self._session_indices(session_item_ids) if session_item_ids is not None else None
+        session = self._session_indices(session_item_ids) if session_item_ids else None
         if session is None or session.size == 0:
             item_ids, scores = self.recommend_batch([user_id], n, exclude_seen)
             return _as_list(item_ids[0], scores[0])
@@ -381,9 +383,7 @@ class Recommender(ABC):
 
     def _session_indices(self, item_ids: Sequence[int]) -> np.ndarray:
         """This model's indices of the known items of a live session (unknown ones dropped)."""
-        if isinstance(item_ids, str | bytes) or not isinstance(item_ids, Iterable):
-            raise ValueError(f"item_ids must be a sequence of item ids, got {item_ids!r}")
-        raw = np.asarray(list(item_ids))
+        raw = np.asarray(id_list(item_ids))
         if raw.size and not np.issubdtype(raw.dtype, np.integer):
             raise ValueError(f"item_ids must be integers, got {raw[:3].tolist()}")
         idx = self.item_map_.to_idx(raw.astype(np.int64))
@@ -404,8 +404,7 @@ class Recommender(ABC):
     def _fallback_list(self, n: int, session_item_ids: Sequence[int] | None = None) -> RecommendationList:
         categories = None
         if session_item_ids:
-            idx = self.item_map_.to_idx(np.asarray(list(session_item_ids)))
-            categories = np.unique(self.item_category_[idx[idx >= 0]])
+            categories = np.unique(self.item_category_[self._session_indices(session_item_ids)])
         idx, scores = top_k(self._fallback_scores(1, categories), n)
         return _as_list(self.item_map_.to_ids(idx[0][idx[0] >= 0]), scores[0][idx[0] >= 0], fallback=True)
 
@@ -420,9 +419,10 @@ class Recommender(ABC):
         """
         self._check_fitted()
         n = self._check_n(n_items)
+        item_ids = id_list(item_ids)
         known = self._session_indices(item_ids)
         if known.size == 0:
-            return self._fallback_list(n, list(item_ids))
+            return self._fallback_list(n, item_ids)
         sessions = Sequences(known, np.array([0, known.size], dtype=np.int64), np.zeros(1, np.int64))
         scores = self.score_sessions(sessions)
         if exclude_seen:
@@ -536,6 +536,14 @@ class Recommender(ABC):
 
 
 # --------------------------------------------------------------------------- helpers
+def id_list(item_ids: Iterable[int]) -> list:
+    """A live session's item ids as a list (read once: a generator works too); a string or a
+    non-iterable is a ``ValueError``."""
+    if isinstance(item_ids, str | bytes) or not isinstance(item_ids, Iterable):
+        raise ValueError(f"item_ids must be a sequence of item ids, got {item_ids!r}")
+    return item_ids if isinstance(item_ids, list) else list(item_ids)
+
+
 def _valid(model: Recommender, idx: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keep = idx >= 0
     return model.item_map_.to_ids(idx[keep]), scores[keep]

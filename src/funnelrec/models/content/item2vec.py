@@ -135,12 +135,12 @@ class Item2VecRecommender(Recommender):
 
     def _popularity_prior(self) -> np.ndarray:
         """``popularity_weight`` x log-popularity scaled to [0, 1], once per fitted/loaded model."""
-        prior = getattr(self, "_prior_cache", None)
-        if prior is None:
+        cached = getattr(self, "_prior_cache", None)
+        if cached is None or cached[0] != self.popularity_weight:
             log_pop = np.log1p(self.item_popularity_.astype(np.float32))
             prior = (self.popularity_weight * log_pop / max(float(log_pop.max()), 1e-12)).astype(np.float32)
-            self._prior_cache = prior
-        return prior
+            cached = self._prior_cache = (self.popularity_weight, prior)
+        return cached[1]
 
     def _scores_or_fallback(self, pooled: np.ndarray) -> np.ndarray:
         scores = pooled @ self.item_vectors_.T

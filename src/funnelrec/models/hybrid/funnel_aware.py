@@ -38,6 +38,8 @@ from funnelrec.models.base import (
     RecommendationList,
     Recommender,
     _as_list,
+    id_list,
+    rank_in_batches,
     register,
     top_k,
 )
@@ -429,12 +431,21 @@ class FunnelAwareHybridRecommender(Recommender):
             return np.where(columns >= 0, scores[:, np.maximum(columns, 0)], -np.inf)
         return self._fallback_scores(len(item_idx), self.item_category_[item_idx])
 
-    def _score_users(self, user_idx: np.ndarray) -> np.ndarray:
-        empty = Sequences(np.empty(0, np.int64), np.zeros(len(user_idx) + 1, np.int64), np.arange(len(user_idx)))
-        # history-only answers are built over items the visitor does not have yet: the visitor's
-        # own items rank below every candidate (also under the Evaluator's keep-seen option)
+    def _history_only(self, user_idx: np.ndarray, keep_seen: bool) -> np.ndarray:
         user_idx = np.asarray(user_idx, np.int64)
-        return self._fused(user_idx, empty, self.user_items_[user_idx])[0]
+        empty = Sequences(np.empty(0, np.int64), np.zeros(len(user_idx) + 1, np.int64), np.arange(len(user_idx)))
+        return self._fused(user_idx, empty, None if keep_seen else self.user_items_[user_idx])[0]
+
+    def _score_users(self, user_idx: np.ndarray) -> np.ndarray:
+        # the answer as served with exclude_seen (the default, and the Evaluator's default):
+        # candidates are items the visitor does not have yet, their own items rank below them
+        return self._history_only(user_idx, keep_seen=False)
+
+    def _rank_users(self, user_idx: np.ndarray, k: int, exclude) -> tuple[np.ndarray, np.ndarray]:
+        if exclude is not None:
+            return super()._rank_users(user_idx, k, exclude)
+        # exclude_seen=False: the visitor's own items compete as candidates, as in recommend()
+        return rank_in_batches(lambda rows: self._history_only(rows, keep_seen=True), user_idx, k, self.n_items)
 
     def _score_sessions(self, sessions: Sequences) -> np.ndarray:
         return self._fused(np.full(len(sessions), -1, np.int64), sessions)[0]
@@ -448,6 +459,8 @@ class FunnelAwareHybridRecommender(Recommender):
         """
         self._check_fitted()
         n = self._check_n(n_items)
+        if session_item_ids is not None:
+            session_item_ids = id_list(session_item_ids)
         visitor, prefixes = self._request(user_id, session_item_ids)
         if visitor[0] < 0 and prefixes.lengths[0] == 0:
             return self._fallback_list(n, session_item_ids)
@@ -463,9 +476,10 @@ class FunnelAwareHybridRecommender(Recommender):
         return result
 
     def recommend_by_item_ids(self, item_ids, n_items: int = 10, exclude_seen: bool = False) -> RecommendationList:
+        item_ids = id_list(item_ids)
         result = super().recommend_by_item_ids(item_ids, n_items, exclude_seen)
         if not result.is_fallback:
-            result.component_weights = self.explain_weights(None, list(item_ids))
+            result.component_weights = self.explain_weights(None, item_ids)
         return result
 
     def explain_weights(self, visitor_id: int | None = None, session_item_ids=None) -> dict[str, float]:
