@@ -105,6 +105,12 @@ class Sequences:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
+    @classmethod
+    def single(cls, items: np.ndarray) -> Sequences:
+        """One sequence (a live session) of item indices, keyed 0."""
+        items = np.asarray(items, dtype=np.int64)
+        return cls(items, np.array([0, len(items)], dtype=np.int64), np.zeros(1, np.int64))
+
     @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)

@@ -397,8 +397,7 @@ class Recommender(ABC):
         reads better than a short session. Models that can read both override this.
         """
         if self.sequential:
-            sessions = Sequences(session, np.array([0, session.size], dtype=np.int64), np.zeros(1, np.int64))
-            return self.score_sessions(sessions)[0]
+            return self.score_sessions(Sequences.single(session))[0]
         return self.score_users(np.array([user_idx]))[0]
 
     def _fallback_list(self, n: int, session_item_ids: Sequence[int] | None = None) -> RecommendationList:
@@ -423,8 +422,7 @@ class Recommender(ABC):
         known = self._session_indices(item_ids)
         if known.size == 0:
             return self._fallback_list(n, item_ids)
-        sessions = Sequences(known, np.array([0, known.size], dtype=np.int64), np.zeros(1, np.int64))
-        scores = self.score_sessions(sessions)
+        scores = self.score_sessions(Sequences.single(known))
         if exclude_seen:
             scores[0, known] = -np.inf
         top_idx, top_scores = top_k(scores, n)

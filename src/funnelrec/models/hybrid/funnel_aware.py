@@ -497,7 +497,7 @@ class FunnelAwareHybridRecommender(Recommender):
     def _request(self, visitor_id, session_item_ids) -> tuple[np.ndarray, Sequences]:
         visitor = np.array([-1 if visitor_id is None else self.visitor_map_.to_idx([visitor_id])[0]], np.int64)
         idx = self._session_indices(session_item_ids if session_item_ids is not None else [])
-        return visitor, Sequences(idx, np.array([0, len(idx)], np.int64), np.zeros(1, np.int64))
+        return visitor, Sequences.single(idx)
 
     # ------------------------------------------------------------------ persistence
     def _get_state(self) -> dict[str, np.ndarray]:

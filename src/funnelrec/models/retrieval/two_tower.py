@@ -436,11 +436,15 @@ class TwoTowerRecommender(TorchRecommender):
         features = np.tile(self.new_visitor_features_, (len(sessions), 1))
         return self._user_vectors(sessions, features) @ self._items_matrix().T
 
+    def _visitor_vector(self, user_idx: int, session: np.ndarray) -> np.ndarray:
+        """The visitor tower on the history (known visitor, ``user_idx >= 0``) followed by the live
+        session, with the visitor's funnel features ("new visitor" ones when unknown)."""
+        history = self._visitor_histories(np.array([user_idx])).items if user_idx >= 0 else np.empty(0, np.int64)
+        sequence = Sequences.single(np.concatenate([history, session]))
+        return self._user_vectors(sequence, self._features_for(np.array([user_idx])))[0]
+
     def _score_visitor_in_session(self, user_idx: int, session: np.ndarray) -> np.ndarray:
-        # the visitor tower reads the history followed by the live session, with the visitor's features
-        sequence = np.concatenate([self._visitor_histories(np.array([user_idx])).items, session]).astype(np.int64)
-        sessions = Sequences(sequence, np.array([0, len(sequence)], dtype=np.int64), np.zeros(1, np.int64))
-        return (self._user_vectors(sessions, self._features_for(np.array([user_idx]))) @ self._items_matrix().T)[0]
+        return self._items_matrix() @ self._visitor_vector(user_idx, session)
 
     def _rank_users(
         self, user_idx: np.ndarray, k: int, exclude: sp.csr_matrix | None
@@ -475,10 +479,7 @@ class TwoTowerRecommender(TorchRecommender):
         self._check_fitted()
         items = self._session_indices(item_ids if item_ids is not None else [])
         user_idx = int(self.visitor_map_.to_idx([visitor_id])[0]) if visitor_id is not None else -1
-        history = self._visitor_histories(np.array([user_idx])).items if user_idx >= 0 else np.empty(0, np.int64)
-        sequence = np.concatenate([history, items]).astype(np.int64)
-        sessions = Sequences(sequence, np.array([0, len(sequence)], dtype=np.int64), np.zeros(1, np.int64))
-        return self._user_vectors(sessions, self._features_for(np.array([user_idx])))[0]
+        return self._visitor_vector(user_idx, items)
 
     # ------------------------------------------------------------------ persistence
     def _model_arrays(self) -> dict[str, np.ndarray]:
