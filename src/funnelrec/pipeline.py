@@ -31,10 +31,12 @@ DEMO_MODELS: dict[str, dict[str, Any]] = {
     # (on YOOCHOOSE-100k: Recall@20 0.685, MRR@20 0.356 over 5 seeds, benchmarks/RESULTS.md)
     "gru4rec": {"hidden_dim": 128, "optimizer": "adagrad", "learning_rate": 0.1, "constrained_embedding": True,
                 "batch_size": 512, "n_sample": 2048, "dropout": 0.2, "epochs": 5},
-    # sampled softmax: ~8x faster than the full softmax on the demo catalogue, as accurate; small
-    # batches and a higher rate: 5 epochs of 512 were too few steps (MRR@20 0.18 -> 0.29)
-    "sasrec": {"hidden_dim": 64, "n_heads": 2, "n_layers": 2, "max_seq_length": 50, "dropout": 0.2,
-               "learning_rate": 0.002, "batch_size": 128, "epochs": 10, "loss_type": "sampled"},
+    # sampled softmax with 2048 negatives: ~3x faster than the full softmax on the demo catalogue,
+    # as accurate; dropout 0.4: less fitting of in-session successors, more of visitors' taste
+    # (evaluate nDCG@10 over 3 seeds 0.085 vs 0.079 at 0.2, session MRR@20 0.286 vs 0.291)
+    "sasrec": {"hidden_dim": 64, "n_heads": 2, "n_layers": 2, "max_seq_length": 50, "dropout": 0.4,
+               "learning_rate": 0.002, "batch_size": 512, "epochs": 10, "loss_type": "sampled",
+               "n_negatives": 2048},
     "two_tower": {"embedding_dim": 64, "hidden_dims": [128, 64], "dropout": 0.2, "temperature": 0.1,
                   "learning_rate": 0.001, "batch_size": 1024, "epochs": 5, "negative_samples": 4},
     "funnel_hybrid": {},

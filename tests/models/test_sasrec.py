@@ -77,14 +77,81 @@ def test_session_of_one_item_predicts_its_successor(trained, chains):
     assert successor_accuracy(trained, successor) >= 0.9
 
 
-def test_visitor_recommendation_predicts_successor_of_last_item(trained, chains):
+def test_visitor_recommendation_predicts_successor_of_last_item(trained, chains, monkeypatch):
     events, successor = chains
+    monkeypatch.setattr(trained, "history_pooling", "last")  # the paper's query: the next click
     last = events.sort_values("timestamp").groupby("visitor_id")["item_id"].last()
     item_ids, _ = trained.recommend_batch(last.index.to_numpy(), n_items=1, exclude_seen=False)
     expected = last.map(successor).to_numpy()
     assert np.mean(item_ids[:, 0] == expected) >= 0.9
     visitor = int(last.index[0])
     assert trained.recommend(visitor, n_items=1, exclude_seen=False)[0][0] == item_ids[0, 0]
+
+
+def test_mean_pooled_history_ranks_the_successors_of_the_whole_history(trained, chains):
+    """The default history query averages the next-item predictions after every history item."""
+    events, successor = chains
+    ordered = events.sort_values("timestamp")
+    history = ordered.groupby("visitor_id")["item_id"].agg(list)
+    visitors = history.index.to_numpy()
+    # a visitor with n history items: their top n are the n successors (a last-item query
+    # knows only one of them)
+    top, _ = trained.recommend_batch(visitors, n_items=15, exclude_seen=False)
+    overlap = [len(set(row[: len(items)]) & {successor[i] for i in items}) / len(items)
+               for row, items in zip(top, history, strict=True)]
+    assert np.mean(overlap) >= 0.8
+    # the only unseen successor of a chain of 3-15 of 30 items is the last item's
+    top, _ = trained.recommend_batch(visitors, n_items=1, exclude_seen=True)
+    assert np.mean(top[:, 0] == history.map(lambda items: successor[items[-1]]).to_numpy()) >= 0.8
+
+
+def test_mean_pooling_is_the_mean_of_the_history_hidden_states(trained):
+    user = 3
+    items = trained.history_items_[trained.history_offsets_[user] : trained.history_offsets_[user + 1]]
+    with torch.inference_mode():
+        hidden = trained.net_(torch.as_tensor(items[None, :] + 1))[0]
+        expected = (hidden.mean(0) @ trained.net_.item_weights().T).numpy()
+    np.testing.assert_allclose(trained.score_users(np.array([user]))[0], expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def chains_with_categories(chains) -> pd.DataFrame:
+    events, _ = chains
+    # three categories by external id, so that every category holds items all along the cycle
+    return events.assign(category_id=(events["item_id"] // 7 % 3).astype("Int64"))
+
+
+def test_items_of_a_category_share_its_embedding(chains_with_categories):
+    model = SASRecRecommender(epochs=1, **FAST).fit(chains_with_categories)
+    net = model.net_
+    assert net.category_embedding is not None and net.category_embedding.num_embeddings == 4  # 3 + unknown
+    own = net.item_embedding.weight[1:].detach()
+    shared = (net.item_weights().detach() - own).numpy()
+    codes = model._category_codes()
+    for code in (1, 2, 3):
+        rows = shared[codes == code]
+        np.testing.assert_allclose(rows, np.broadcast_to(rows[0], rows.shape), atol=1e-6)
+    assert not np.allclose(shared[codes == 1][0], shared[codes == 2][0])
+    # inputs use the same vectors as the outputs
+    seq = torch.tensor([[0, 1, 2]])
+    np.testing.assert_allclose(net._embed(seq)[0, 1:].detach().numpy(), net.item_weights()[:2].detach().numpy(),
+                               atol=1e-6)
+
+
+def test_categories_off_or_absent_leave_the_plain_network(chains, chains_with_categories):
+    off = SASRecRecommender(epochs=1, use_categories=False, **FAST).fit(chains_with_categories)
+    absent = SASRecRecommender(epochs=1, **FAST).fit(chains[0])
+    assert off.net_.category_embedding is None and absent.net_.category_embedding is None
+    np.testing.assert_array_equal(off.net_.item_weights().detach().numpy(),
+                                  off.net_.item_embedding.weight[1:].detach().numpy())
+
+
+def test_category_model_round_trips(chains_with_categories, tmp_path):
+    model = SASRecRecommender(epochs=2, **FAST).fit(chains_with_categories)
+    loaded = Recommender.load(model.save(tmp_path / "sasrec_categories"))
+    assert loaded.net_.category_embedding is not None
+    users = np.arange(len(model.visitor_map_))
+    np.testing.assert_array_equal(loaded.score_users(users), model.score_users(users))
 
 
 @pytest.mark.parametrize("loss_type", ["ce", "sampled", "gbce"])
@@ -240,6 +307,11 @@ def test_save_load_round_trip(trained, tmp_path, chains):
 def test_bad_loss_type_names_the_allowed_values():
     with pytest.raises(ValueError, match="'auto', 'ce', 'sampled', 'gbce'"):
         SASRecRecommender(loss_type="bpr")
+
+
+def test_bad_history_pooling_names_the_allowed_values():
+    with pytest.raises(ValueError, match="'mean', 'last'"):
+        SASRecRecommender(history_pooling="max")
 
 
 @pytest.mark.parametrize("kwargs", [{"hidden_dim": 30, "n_heads": 4}, {"max_seq_length": 0},

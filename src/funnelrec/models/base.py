@@ -249,6 +249,13 @@ class Recommender(ABC):
             categories[idx] = known[CATEGORY_ID].to_numpy(dtype="int64")
         return categories
 
+    def _category_codes(self) -> np.ndarray:
+        """Dense category codes per item index: 1..C in category-id order, 0 = unknown."""
+        codes = np.zeros(len(self.item_category_), dtype=np.int64)
+        known = self.item_category_ >= 0
+        codes[known] = pd.factorize(self.item_category_[known], sort=True)[0] + 1
+        return codes
+
     @abstractmethod
     def _fit(self, data: Interactions, events: pd.DataFrame, val_events: pd.DataFrame | None) -> None:
         """Learn model state from index-encoded data (``events`` for models that need columns)."""

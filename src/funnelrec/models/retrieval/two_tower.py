@@ -277,11 +277,7 @@ class TwoTowerRecommender(TorchRecommender):
         from funnelrec.data.features.user_features import UserFeatureExtractor
 
         # item side: category codes (0 = unknown) and standardised statistics
-        cats = self.item_category_
-        codes = np.zeros(len(cats), dtype=np.int64)
-        known = cats >= 0
-        codes[known] = pd.factorize(cats[known], sort=True)[0] + 1
-        self.item_cat_code_ = codes
+        self.item_cat_code_ = self._category_codes()
         stats = ItemFeatureExtractor().fit(events).feature_matrix(self.item_ids)
         self.item_stats_ = _standardise(stats)[0]
         # visitor side: funnel features as of the end of training, and the "new visitor" row

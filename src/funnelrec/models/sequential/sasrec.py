@@ -32,6 +32,7 @@ from funnelrec.models.base import register
 from funnelrec.models.torch_base import CombinedOptimizer, TorchRecommender
 
 LOSS_TYPES = ("auto", "ce", "sampled", "gbce")
+HISTORY_POOLINGS = ("mean", "last")
 #: ``loss_type="auto"`` uses the full softmax up to this many items.
 AUTO_CE_MAX_ITEMS = 50_000
 #: From this many items on, sampled losses update the item table sparsely (SparseAdam).
@@ -115,18 +116,28 @@ class _Block(nn.Module):
 class SASRecNet(nn.Module):
     """Item + learned position embeddings, ``n_layers`` causal blocks, a final LayerNorm.
 
+    With ``item_category`` (codes per item, 0 = unknown) an item's vector is its id embedding
+    plus its category's embedding, on the input and on the (tied) output side alike.
+
     ``forward(seq)`` takes left-padded shifted item indices ``[batch, width]`` (``width <=
     max_length``; 0 = padding) and returns hidden states ``[batch, width, hidden_dim]``. The output
     layer is the item embedding itself: ``scores = hidden @ item_embedding.weight[1:].T``.
     """
 
     def __init__(self, n_items: int, hidden_dim: int, n_heads: int, n_layers: int,
-                 max_length: int, dropout: float, sparse: bool = False) -> None:
+                 max_length: int, dropout: float, sparse: bool = False,
+                 item_category: np.ndarray | None = None) -> None:
         super().__init__()
         self.max_length = max_length
         # sparse: the item table's gradient holds only the rows a batch touched (see SPARSE_MIN_ITEMS)
         self.item_embedding = nn.Embedding(n_items + 1, hidden_dim, padding_idx=0, sparse=sparse)
         self.position_embedding = nn.Embedding(max_length, hidden_dim)
+        self.category_embedding: nn.Embedding | None = None
+        if item_category is not None:
+            # shifted like the items: row 0 (padding) has category 0, whose embedding is zero
+            shifted = np.concatenate([[0], np.asarray(item_category, dtype=np.int64)])
+            self.register_buffer("item_category", torch.as_tensor(shifted), persistent=False)
+            self.category_embedding = nn.Embedding(int(shifted.max()) + 1, hidden_dim, padding_idx=0)
         self.embedding_dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(_Block(hidden_dim, n_heads, dropout) for _ in range(n_layers))
         self.final_norm = nn.LayerNorm(hidden_dim)
@@ -135,23 +146,36 @@ class SASRecNet(nn.Module):
         nn.init.normal_(self.position_embedding.weight, std=std)
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
+        if self.category_embedding is not None:
+            nn.init.normal_(self.category_embedding.weight, std=std)
+            with torch.no_grad():
+                self.category_embedding.weight[0].zero_()
 
     def item_weights(self) -> torch.Tensor:
         """Output embeddings of the real items (padding row dropped): ``[n_items, hidden_dim]``."""
-        return self.item_embedding.weight[1:]
+        weights = self.item_embedding.weight[1:]
+        if self.category_embedding is not None:
+            weights = weights + self.category_embedding(self.item_category[1:])
+        return weights
 
     def item_rows(self, item_idx: torch.Tensor) -> torch.Tensor:
         """Output embeddings of some items (any shape of indices), with a sparse gradient when
         the table is sparse."""
-        return F.embedding(item_idx + 1, self.item_embedding.weight, padding_idx=0,
-                           sparse=self.item_embedding.sparse)
+        return self._embed(item_idx + 1)
+
+    def _embed(self, shifted: torch.Tensor) -> torch.Tensor:
+        """Vectors of shifted item indices (0 = padding -> zero vector)."""
+        vectors = F.embedding(shifted, self.item_embedding.weight, padding_idx=0, sparse=self.item_embedding.sparse)
+        if self.category_embedding is not None:
+            vectors = vectors + self.category_embedding(self.item_category[shifted])
+        return vectors
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         width = seq.shape[1]
         if width > self.max_length:
             raise ValueError(f"sequence width {width} exceeds max_seq_length {self.max_length}")
         positions = torch.arange(self.max_length - width, self.max_length, device=seq.device)
-        x = self.embedding_dropout(self.item_embedding(seq) + self.position_embedding(positions))
+        x = self.embedding_dropout(self._embed(seq) + self.position_embedding(positions))
         pad = seq == 0
         eye = torch.eye(width, dtype=torch.bool, device=seq.device)
         causal = torch.ones(width, width, dtype=torch.bool, device=seq.device).tril()
@@ -187,6 +211,20 @@ class SASRecRecommender(TorchRecommender):
         at the catalogue size (``n_items - 1`` for ``"gbce"``).
     gbce_t:
         gSASRec's calibration parameter ``t`` in [0, 1] (1: fully calibrated, 0: plain BCE).
+    use_categories:
+        Add a learned embedding of each item's category (``category_id`` of the training
+        events; RetailRocket's item properties) to its id embedding, on the input and the tied
+        output side, as feature-aware SASRec variants do; no effect when the events carry no
+        categories. Items of one category then share part of their vector, which carries a
+        visitor's taste over to items of the category they never saw.
+    history_pooling:
+        The query of ``recommend(visitor_id)`` without a live session, which asks what the
+        visitor does on a *later* visit rather than next in a session: ``"mean"`` (default)
+        averages the hidden states over the visitor's history (the mean of the next-item
+        predictions made after each of their items: their taste), ``"last"`` takes the last
+        position's (the next click after their last item, as in the paper). Live sessions
+        always use the last position. On the demo data ``"mean"`` lifts ``evaluate``'s nDCG@10
+        (benchmarks/RESULTS.md).
     patience, seed, device, show_progress:
         As in :class:`~funnelrec.models.torch_base.TorchRecommender`: early-stopping patience
         (epochs without a better validation MRR@20), seed (``None``: ``settings.random_seed``),
@@ -212,6 +250,8 @@ class SASRecRecommender(TorchRecommender):
         loss_type: str = "auto",
         n_negatives: int = 256,
         gbce_t: float = 0.75,
+        use_categories: bool = True,
+        history_pooling: str = "mean",
         patience: int = 2,
         seed: int | None = None,
         device: str | None = "auto",
@@ -232,6 +272,8 @@ class SASRecRecommender(TorchRecommender):
             raise ValueError(f"loss_type must be one of {list(LOSS_TYPES)}, got {loss_type!r}")
         if not 0 <= gbce_t <= 1:
             raise ValueError(f"gbce_t must be in [0, 1], got {gbce_t!r}")
+        if history_pooling not in HISTORY_POOLINGS:
+            raise ValueError(f"history_pooling must be one of {list(HISTORY_POOLINGS)}, got {history_pooling!r}")
         self.hidden_dim = hidden_dim
         self.n_heads = n_heads
         self.n_layers = n_layers
@@ -243,6 +285,8 @@ class SASRecRecommender(TorchRecommender):
         self.loss_type = loss_type
         self.n_negatives = n_negatives
         self.gbce_t = gbce_t
+        self.use_categories = bool(use_categories)
+        self.history_pooling = history_pooling
         self.patience = patience
         self.seed = seed
         self.device = device
@@ -251,7 +295,15 @@ class SASRecRecommender(TorchRecommender):
     # ---------------------------------------------------------------- training hooks
     def _build_network(self) -> SASRecNet:
         return SASRecNet(self.n_items, self.hidden_dim, self.n_heads, self.n_layers,
-                         self.max_seq_length, self.dropout, sparse=getattr(self, "sparse_updates_", False))
+                         self.max_seq_length, self.dropout, sparse=getattr(self, "sparse_updates_", False),
+                         item_category=self._network_categories())
+
+    def _network_categories(self) -> np.ndarray | None:
+        """Category codes per item for the network, or ``None`` (off, or no category known)."""
+        if not self.use_categories:
+            return None
+        codes = self._category_codes()
+        return codes if codes.any() else None
 
     def _make_optimizer(self) -> torch.optim.Optimizer | CombinedOptimizer:
         if not self.net_.item_embedding.sparse:
@@ -346,8 +398,10 @@ class SASRecRecommender(TorchRecommender):
         return _chunked_mean(gbce, h, target, LOSS_BLOCK_FLOATS // (k * self.hidden_dim))
 
     # ---------------------------------------------------------------- scoring hooks
-    def _scores(self, sequences: Sequences) -> np.ndarray:
-        """Last-position hidden state @ item embeddings, in chunks on the model's device."""
+    def _scores(self, sequences: Sequences, pooling: str = "last") -> np.ndarray:
+        """Query @ item embeddings, in chunks on the model's device. The query is the last
+        position's hidden state, or with ``pooling="mean"`` the mean over the sequence's
+        positions."""
         padded = left_padded(sequences, self.max_seq_length)
         scores = np.empty((len(padded), self.n_items), dtype=np.float32)
         rows = max(1, min(INFERENCE_ROWS, LOSS_BLOCK_FLOATS // self.n_items))
@@ -357,7 +411,13 @@ class SASRecRecommender(TorchRecommender):
                 block = padded[lo : lo + rows]
                 width = max(int((block > 0).sum(axis=1).max(initial=0)), 1)
                 seq = torch.from_numpy(np.ascontiguousarray(block[:, -width:])).to(self.device_)
-                scores[lo : lo + len(block)] = (self.net_(seq)[:, -1] @ weights.T).float().cpu().numpy()
+                hidden = self.net_(seq)
+                if pooling == "mean":
+                    real = (seq > 0).unsqueeze(-1).to(hidden.dtype)
+                    query = (hidden * real).sum(1) / real.sum(1).clamp(min=1)
+                else:
+                    query = hidden[:, -1]
+                scores[lo : lo + len(block)] = (query @ weights.T).float().cpu().numpy()
         empty = sequences.lengths == 0
         if empty.any():
             scores[empty] = self._fallback_scores(int(empty.sum()))
@@ -368,7 +428,7 @@ class SASRecRecommender(TorchRecommender):
         lengths = ends - starts
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         take = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-        return self._scores(Sequences(self.history_items_[take], offsets, user_idx))
+        return self._scores(Sequences(self.history_items_[take], offsets, user_idx), self.history_pooling)
 
     def _score_sessions(self, sessions: Sequences) -> np.ndarray:
         return self._scores(sessions)
