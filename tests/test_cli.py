@@ -16,6 +16,7 @@ runner = CliRunner()
 def workdir(tmp_path, monkeypatch):
     monkeypatch.setattr(settings, "data_dir", tmp_path / "data")
     monkeypatch.setattr(settings, "artifacts_dir", tmp_path / "artifacts")
+    monkeypatch.setattr(settings, "reports_dir", tmp_path / "reports")  # never into the checkout
     monkeypatch.setattr(settings, "demo_scale", "tiny")
     return tmp_path
 
@@ -51,6 +52,7 @@ def test_demo_then_evaluate_and_recommend(workdir):
     assert (sessions["n_events"] > 0).all()
     runs = list((workdir / "artifacts").iterdir())
     assert len(runs) == 1
+    assert len(list((workdir / "reports").glob("*/index.html"))) == 1
     als_dir = runs[0] / "als"
     assert (als_dir / "config.json").exists()
 
