@@ -146,6 +146,21 @@ def test_categories_off_or_absent_leave_the_plain_network(chains, chains_with_ca
                                   off.net_.item_embedding.weight[1:].detach().numpy())
 
 
+def test_cached_output_table_follows_the_weights(chains_with_categories):
+    net = SASRecRecommender(epochs=1, **FAST).fit(chains_with_categories).net_
+    with torch.inference_mode():
+        first = net.item_weights()
+        assert net.item_weights() is first  # cached while nothing changes
+    with torch.no_grad():
+        net.category_embedding.weight[1] += 1.0
+    with torch.inference_mode():
+        fresh = net.item_weights()
+    expected = net.item_embedding.weight[1:] + net.category_embedding(net.item_category[1:])
+    np.testing.assert_allclose(fresh.numpy(), expected.detach().numpy(), atol=1e-6)
+    assert not torch.equal(fresh, first)
+    assert net.item_weights().requires_grad  # training reads the live tables
+
+
 def test_category_model_round_trips(chains_with_categories, tmp_path):
     model = SASRecRecommender(epochs=2, **FAST).fit(chains_with_categories)
     loaded = Recommender.load(model.save(tmp_path / "sasrec_categories"))
