@@ -114,6 +114,26 @@ def test_mean_pooling_is_the_mean_of_the_history_hidden_states(trained):
     np.testing.assert_allclose(trained.score_users(np.array([user]))[0], expected, rtol=1e-4, atol=1e-5)
 
 
+def test_mean_pooling_over_a_batch_of_uneven_histories_matches_each_visitor_alone(chains):
+    """Histories of 3-15 items with max_seq_length 6: padded, trimmed and truncated rows in one
+    batch each give the mean of their own last-6 hidden states."""
+    events, _ = chains
+    model = SASRecRecommender(epochs=1, max_seq_length=6, **FAST).fit(events)
+    ordered = events.sort_values("timestamp", kind="stable")
+    history = ordered.groupby("visitor_id")["item_id"].agg(list)
+    lengths = history.map(len)
+    assert lengths.min() < 6 < lengths.max()
+    users = model.visitor_map_.to_idx(history.index.to_numpy())
+    batched = model.score_users(users)
+    with torch.inference_mode():
+        weights = model.net_.item_weights()
+        for row, items in enumerate(history):
+            tail = model.item_map_.to_idx(np.array(items[-6:])) + 1
+            hidden = model.net_(torch.as_tensor(tail[None, :]))[0]
+            np.testing.assert_allclose(batched[row], (hidden.mean(0) @ weights.T).numpy(),
+                                       rtol=1e-4, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def chains_with_categories(chains) -> pd.DataFrame:
     events, _ = chains
@@ -159,6 +179,56 @@ def test_cached_output_table_follows_the_weights(chains_with_categories):
     np.testing.assert_allclose(fresh.numpy(), expected.detach().numpy(), atol=1e-6)
     assert not torch.equal(fresh, first)
     assert net.item_weights().requires_grad  # training reads the live tables
+
+
+def test_cache_follows_load_state_dict_and_can_be_cleared(chains_with_categories):
+    first = SASRecRecommender(epochs=1, **FAST).fit(chains_with_categories).net_
+    other = SASRecRecommender(epochs=1, **{**FAST, "seed": 8}).fit(chains_with_categories).net_
+    with torch.inference_mode():
+        stale = first.item_weights().clone()
+    first.load_state_dict(other.state_dict())
+    with torch.inference_mode():
+        torch.testing.assert_close(first.item_weights(), other.item_weights())
+        assert not torch.equal(first.item_weights(), stale)
+    # a write through .data bypasses the version counter: clearing the cache picks it up
+    first.category_embedding.weight.data[1:] = 0.0
+    first.clear_item_weights_cache()
+    with torch.inference_mode():
+        torch.testing.assert_close(first.item_weights(), first.item_embedding.weight[1:].detach())
+
+
+def test_network_built_under_inference_mode_scores_without_a_cache(chains_with_categories):
+    codes = np.array([0, 1, 2, 1, 0])
+    with torch.inference_mode():
+        net = SASRecNet(5, 8, 2, 1, 4, 0.0, item_category=codes).eval()
+        weights = net.item_weights()  # inference tensors: no version counter to key a cache on
+        expected = net.item_embedding.weight[1:] + net.category_embedding.weight[torch.as_tensor(codes)]
+        torch.testing.assert_close(weights, expected)
+
+
+@pytest.mark.parametrize("codes, message", [(np.array([1, 2]), "one code per item"),
+                                            (np.array([0, 1, -1]), ">= 0"),
+                                            (np.array([0.5, 1.0, 2.0]), "integer")])
+def test_bad_item_categories_are_rejected(codes, message):
+    with pytest.raises(ValueError, match=message):
+        SASRecNet(3, 8, 2, 1, 4, 0.0, item_category=codes)
+
+
+def test_sparse_updates_with_partly_known_categories(chains_with_categories, chains, monkeypatch):
+    """The SparseAdam path with a category table, where a third of the items have none."""
+    _, successor = chains
+    events = chains_with_categories.copy()
+    events.loc[events["category_id"] == 2, "category_id"] = pd.NA
+    monkeypatch.setattr(sasrec, "SPARSE_MIN_ITEMS", N_ITEMS)
+    model = SASRecRecommender(epochs=15, loss_type="sampled", n_negatives=10, **FAST).fit(events)
+    net = model.net_
+    assert model.sparse_updates_ and net.item_embedding.sparse and not net.category_embedding.sparse
+    codes = model._category_codes()
+    assert (codes == 0).any() and (codes > 0).any()
+    shared = (net.item_weights() - net.item_embedding.weight[1:]).detach().numpy()
+    assert np.abs(shared[codes == 0]).max() == 0  # unknown category: the id vector alone
+    assert torch.count_nonzero(net.category_embedding.weight[0]) == 0
+    assert successor_accuracy(model, successor) >= 0.8
 
 
 def test_category_model_round_trips(chains_with_categories, tmp_path):
@@ -316,6 +386,34 @@ def test_save_load_round_trip(trained, tmp_path, chains):
     session = list(chains[1])[:4]
     assert loaded.recommend_by_item_ids(session) == trained.recommend_by_item_ids(session)
     assert loaded.get_similar_items(session[0]) == trained.get_similar_items(session[0])
+
+
+def test_model_saved_before_categories_and_pooling_loads_as_it_scored(chains_with_categories, tmp_path):
+    """A config.json from before use_categories/history_pooling existed: the file has no
+    category table and scored visitors by the last position."""
+    import json
+
+    model = SASRecRecommender(epochs=2, use_categories=False, history_pooling="last",
+                              **FAST).fit(chains_with_categories)
+    path = model.save(tmp_path / "sasrec_old")
+    config = json.loads((path / "config.json").read_text())
+    del config["params"]["use_categories"], config["params"]["history_pooling"]
+    (path / "config.json").write_text(json.dumps(config))
+    loaded = Recommender.load(path)
+    assert loaded.get_params() == model.get_params()
+    users = np.arange(len(model.visitor_map_))
+    np.testing.assert_array_equal(loaded.score_users(users), model.score_users(users))
+
+
+def test_model_loaded_under_inference_mode_scores_and_keeps_trainable_parameters(chains_with_categories, tmp_path):
+    model = SASRecRecommender(epochs=1, **FAST).fit(chains_with_categories)
+    path = model.save(tmp_path / "sasrec_inference")
+    users = np.arange(len(model.visitor_map_))
+    with torch.inference_mode():
+        loaded = Recommender.load(path)
+        np.testing.assert_array_equal(loaded.score_users(users), model.score_users(users))
+    assert not any(p.is_inference() for p in loaded.net_.parameters())
+    np.testing.assert_array_equal(loaded.score_users(users), model.score_users(users))
 
 
 # --------------------------------------------------------------------------- arguments

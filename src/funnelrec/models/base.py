@@ -455,6 +455,13 @@ class Recommender(ABC):
     def _set_state(self, arrays: dict[str, np.ndarray], path: Path) -> None:
         """Restore model-specific state from ``arrays`` (and extra files under ``path``)."""
 
+    @classmethod
+    def _saved_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Constructor arguments from a saved ``config.json``. A model whose parameters grew
+        since an earlier release fills in what an older file lacks with the behaviour that
+        release had (not today's default), so old files load and score as they did."""
+        return params
+
     def _write_extra(self, path: Path) -> None:
         """Write extra files (torch state dicts, FAISS indexes) into the folder being saved."""
 
@@ -506,7 +513,7 @@ class Recommender(ABC):
             config = json.loads(config_path.read_text())
             version = int(config["format_version"])
             key = config["model"]
-            params = config["params"]
+            params = dict(config["params"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{config_path} is corrupted: {exc}") from exc
         if version > FORMAT_VERSION:
@@ -517,7 +524,7 @@ class Recommender(ABC):
         model_cls = get_model_class(key)
         if not issubclass(model_cls, cls):
             raise ArtifactError(f"{path} holds a {model_cls.__name__}, not a {cls.__name__}")
-        model = model_cls(**params)
+        model = model_cls(**model_cls._saved_params(params))
         state_path = path / STATE_FILE
         try:
             with np.load(state_path, allow_pickle=False) as npz:

@@ -256,14 +256,17 @@ class TorchRecommender(Recommender):
 
         self._restore_arrays(arrays)
         self.device_ = resolve_device(self.device)
-        self.net_ = self._build_network()
         weights = path / WEIGHTS_FILE
-        try:
-            state = load_file(str(weights))
-            self.net_.load_state_dict(state)
-        except (SafetensorError, FileNotFoundError, RuntimeError, OSError) as exc:
-            raise ArtifactError(f"{weights} is missing or corrupted: {exc}") from exc
-        self.net_.to(self.device_).eval()
+        # parameters made under a caller's torch.inference_mode() would be inference tensors,
+        # which can never be trained again and carry no version counter
+        with torch.inference_mode(False):
+            self.net_ = self._build_network()
+            try:
+                state = load_file(str(weights))
+                self.net_.load_state_dict(state)
+            except (SafetensorError, FileNotFoundError, RuntimeError, OSError) as exc:
+                raise ArtifactError(f"{weights} is missing or corrupted: {exc}") from exc
+            self.net_.to(self.device_).eval()
 
 
 __all__ = ["TorchRecommender", "next_item_mrr", "resolve_device", "seed_everything", "validation_sessions"]

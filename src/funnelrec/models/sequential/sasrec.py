@@ -121,7 +121,7 @@ class SASRecNet(nn.Module):
 
     ``forward(seq)`` takes left-padded shifted item indices ``[batch, width]`` (``width <=
     max_length``; 0 = padding) and returns hidden states ``[batch, width, hidden_dim]``. The output
-    layer is the item embedding itself: ``scores = hidden @ item_embedding.weight[1:].T``.
+    layer is the input item table itself: ``scores = hidden @ item_weights().T``.
     """
 
     def __init__(self, n_items: int, hidden_dim: int, n_heads: int, n_layers: int,
@@ -135,6 +135,12 @@ class SASRecNet(nn.Module):
         self.category_embedding: nn.Embedding | None = None
         self._weights_cache: tuple[tuple, torch.Tensor] | None = None
         if item_category is not None:
+            item_category = np.asarray(item_category)
+            if item_category.shape != (n_items,):
+                raise ValueError(f"item_category must hold one code per item ({n_items}), "
+                                 f"got shape {item_category.shape}")
+            if not np.issubdtype(item_category.dtype, np.integer) or (item_category < 0).any():
+                raise ValueError("item_category must hold integer codes >= 0 (0 = unknown category)")
             # shifted like the items: row 0 (padding) has category 0, whose embedding is zero
             shifted = np.concatenate([[0], np.asarray(item_category, dtype=np.int64)])
             self.register_buffer("item_category", torch.as_tensor(shifted), persistent=False)
@@ -156,18 +162,25 @@ class SASRecNet(nn.Module):
         """Output embeddings of the real items (padding row dropped): ``[n_items, hidden_dim]``.
 
         With categories the sum is cached while gradients are off and the two tables are
-        unchanged: at 227k items building it takes ~30 ms, more than scoring a session.
+        unchanged: at 227k items building it takes ~30 ms, more than scoring a session. In-place
+        updates (optimiser steps, ``load_state_dict``, ``weight.add_``) are seen through the
+        tensors' version counters; a write through ``weight.data`` is not, so call
+        :meth:`clear_item_weights_cache` after one.
         """
         if self.category_embedding is None:
             return self.item_embedding.weight[1:]
-        if torch.is_grad_enabled():
-            return self.item_embedding.weight[1:] + self.category_embedding(self.item_category[1:])
-        # in-place updates (optimiser steps, load_state_dict) bump a tensor's version
         tables = (self.item_embedding.weight, self.category_embedding.weight)
+        if torch.is_grad_enabled() or any(t.is_inference() for t in tables):
+            # inference tensors have no version counter to key a cache on
+            return tables[0][1:] + self.category_embedding(self.item_category[1:])
         key = tuple((t.data_ptr(), t._version) for t in tables)
         if self._weights_cache is None or self._weights_cache[0] != key:
             self._weights_cache = (key, tables[0][1:] + self.category_embedding(self.item_category[1:]))
         return self._weights_cache[1]
+
+    def clear_item_weights_cache(self) -> None:
+        """Drop the cached output table (needed only after writes through ``weight.data``)."""
+        self._weights_cache = None
 
     def item_rows(self, item_idx: torch.Tensor) -> torch.Tensor:
         """Output embeddings of some items (any shape of indices), with a sparse gradient when
@@ -233,9 +246,13 @@ class SASRecRecommender(TorchRecommender):
         visitor does on a *later* visit rather than next in a session: ``"mean"`` (default)
         averages the hidden states over the visitor's history (the mean of the next-item
         predictions made after each of their items: their taste), ``"last"`` takes the last
-        position's (the next click after their last item, as in the paper). Live sessions
-        always use the last position. On the demo data ``"mean"`` lifts ``evaluate``'s nDCG@10
-        (benchmarks/RESULTS.md).
+        position's (the next click after their last item, as in the paper). It applies to
+        every visitor-history query: ``recommend``, ``recommend_batch``, ``score_users``, the
+        evaluator's ``evaluate`` and the hybrid's SASRec history component. Live sessions
+        (``recommend_by_item_ids``, ``evaluate_sessions``) always use the last position, and so
+        does the validation MRR that early stopping selects epochs on. On the demo data
+        ``"mean"`` lifts ``evaluate``'s nDCG@10 (benchmarks/RESULTS.md). Models saved before
+        this option existed load with ``"last"``, as they scored then.
     patience, seed, device, show_progress:
         As in :class:`~funnelrec.models.torch_base.TorchRecommender`: early-stopping patience
         (epochs without a better validation MRR@20), seed (``None``: ``settings.random_seed``),
@@ -302,6 +319,14 @@ class SASRecRecommender(TorchRecommender):
         self.seed = seed
         self.device = device
         self.show_progress = show_progress
+
+    @classmethod
+    def _saved_params(cls, params: dict) -> dict:
+        # files from before the category embedding and history pooling: a plain id table and
+        # the last position's query
+        params.setdefault("use_categories", False)
+        params.setdefault("history_pooling", "last")
+        return params
 
     # ---------------------------------------------------------------- training hooks
     def _build_network(self) -> SASRecNet:
