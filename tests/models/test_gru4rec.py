@@ -14,6 +14,7 @@ from funnelrec.data.processors.session_builder import SessionBuilder
 from funnelrec.data.schema import to_canonical
 from funnelrec.models.base import Recommender
 from funnelrec.models.sequential.gru4rec import (
+    GRU4RecNet,
     GRU4RecRecommender,
     IndexedAdagradM,
     PopularitySampler,
@@ -168,9 +169,11 @@ def test_session_parallel_batches_reject_single_event_sessions():
         list(session_parallel_batches(np.array([0, 2, 3]), 2))
 
 
-def test_training_hidden_state_equals_running_each_session_alone(chains):
-    """Reset, carry and detach give at every step the state of the session's own prefix."""
-    model = GRU4RecRecommender(epochs=1, learning_rate=0.01, **{**FAST, "batch_size": 7})
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_training_hidden_state_equals_running_each_session_alone(chains, n_layers):
+    """Reset, carry and detach give at every step the state of the session's own prefix (the
+    layer-by-layer training step equals the packed GRU of inference)."""
+    model = GRU4RecRecommender(epochs=1, learning_rate=0.01, n_layers=n_layers, **{**FAST, "batch_size": 7})
     model.fit(chains[0])
     outputs = []
     step_fn = model.net_.step
@@ -207,6 +210,21 @@ def test_training_hidden_state_equals_running_each_session_alone(chains):
         with torch.no_grad():
             alone = model.net_.encode(torch.from_numpy(padded), torch.from_numpy(lengths[order]))
         torch.testing.assert_close(outputs[k][order], alone, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_hidden_dropout_is_carried_to_the_next_step_as_in_the_official_code(n_layers):
+    torch.manual_seed(0)
+    net = GRU4RecNet(n_items=20, embedding_dim=8, hidden_dim=16, n_layers=n_layers, dropout=0.5,
+                     dropout_p_embed=0.0, constrained_embedding=False, sparse=True).train()
+    hidden = torch.rand(n_layers, 64, 16)
+    out, new = net.step(torch.randint(0, 20, (64,)), hidden)
+    torch.testing.assert_close(new[-1], out, rtol=0, atol=0)  # the dropped output is the state
+    for layer in range(n_layers):
+        assert (new[layer] == 0).float().mean() > 0.3  # about half of every layer's state dropped
+    net.eval()
+    out, new = net.step(torch.arange(4), torch.zeros(n_layers, 4, 16))
+    assert (out != 0).all()  # no dropout at inference
 
 
 def test_sessions_enter_training_in_start_time_order(trained, chains):

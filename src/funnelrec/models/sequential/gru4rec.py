@@ -239,7 +239,8 @@ class GRU4RecNet(nn.Module):
         if not constrained_embedding:
             self.item_in = nn.Embedding(n_items, embedding_dim, sparse=sparse)
             n_input = embedding_dim
-        self.gru = nn.GRU(n_input, hidden_dim, n_layers, batch_first=True, dropout=dropout if n_layers > 1 else 0.0)
+        # the packed multi-layer GRU runs inference; training steps its layers one by one (step)
+        self.gru = nn.GRU(n_input, hidden_dim, n_layers, batch_first=True)
         self.drop_embed = nn.Dropout(dropout_p_embed)
         self.drop_hidden = nn.Dropout(dropout)
         _init_uniform(self.item_out.weight, n_items, hidden_dim)
@@ -257,9 +258,20 @@ class GRU4RecNet(nn.Module):
         return self.drop_embed(table(items))
 
     def step(self, items: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One time step for a batch: ``(output [B, hidden_dim], new hidden [layers, B, hidden_dim])``."""
-        out, hidden = self.gru(self.embed(items)[:, None, :], hidden)
-        return self.drop_hidden(out[:, 0]), hidden
+        """One training time step for a batch: ``(output [B, hidden_dim], new hidden [layers, B,
+        hidden_dim])``.
+
+        As in the official implementation, each layer's new state goes through the hidden
+        dropout, and the dropped state is both the next layer's input and the state carried to
+        the session's next step (so dropout also perturbs the recurrence, not just the output).
+        """
+        x = self.embed(items)
+        states = []
+        for layer in range(self.gru.num_layers):
+            weights = [getattr(self.gru, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            x = self.drop_hidden(torch.gru_cell(x, hidden[layer], *weights))
+            states.append(x)
+        return x, torch.stack(states)
 
     def encode(self, padded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Final last-layer hidden state of each padded row (``lengths`` on the CPU, descending)."""
@@ -325,7 +337,8 @@ class GRU4RecRecommender(TorchRecommender):
     hidden_dim, n_layers:
         GRU size.
     dropout:
-        Dropout on the GRU output (and between GRU layers): the official ``dropout_p_hidden``.
+        Dropout on each GRU layer's new state, which feeds the next layer, the output and the
+        next time step alike: the official ``dropout_p_hidden``.
     learning_rate, batch_size, epochs:
         Optimiser step size, sessions side by side, passes over the training sessions.
     loss_type:
@@ -611,4 +624,4 @@ def _padded(sessions: Sequences, rows: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return padded, lengths
 
 
-__all__ = ["GRU4RecRecommender", "IndexedAdagradM", "PopularitySampler", "session_parallel_batches"]
+__all__ = ["GRU4RecNet", "GRU4RecRecommender", "IndexedAdagradM", "PopularitySampler", "session_parallel_batches"]
