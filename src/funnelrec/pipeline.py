@@ -28,7 +28,7 @@ DEMO_MODELS: dict[str, dict[str, Any]] = {
     "item2vec": {"embedding_dim": 64, "window": 5, "epochs": 20},
     "session_knn": {},
     # the official training scheme's optimiser and tied embeddings (Hidasi & Czapp 2023)
-    # (on YOOCHOOSE-100k: Recall@20 0.685, MRR@20 0.356 over 5 seeds, benchmarks/RESULTS.md)
+    # (on YOOCHOOSE-100k: Recall@20 0.691, MRR@20 0.363 over 5 seeds, benchmarks/RESULTS.md)
     "gru4rec": {"hidden_dim": 128, "optimizer": "adagrad", "learning_rate": 0.1, "constrained_embedding": True,
                 "batch_size": 512, "n_sample": 2048, "dropout": 0.2, "epochs": 5},
     # sampled softmax with 2048 negatives: ~3x faster than the full softmax on the demo catalogue,
