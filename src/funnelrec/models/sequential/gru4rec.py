@@ -268,8 +268,8 @@ class GRU4RecNet(nn.Module):
         x = self.embed(items)
         states = []
         for layer in range(self.gru.num_layers):
-            weights = [getattr(self.gru, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-            x = self.drop_hidden(torch.gru_cell(x, hidden[layer], *weights))
+            # all_weights[layer]: weight_ih, weight_hh, bias_ih, bias_hh, gru_cell's order
+            x = self.drop_hidden(torch.gru_cell(x, hidden[layer], *self.gru.all_weights[layer]))
             states.append(x)
         return x, torch.stack(states)
 

@@ -172,11 +172,14 @@ class SASRecNet(nn.Module):
         tables = (self.item_embedding.weight, self.category_embedding.weight)
         if torch.is_grad_enabled() or any(t.is_inference() for t in tables):
             # inference tensors have no version counter to key a cache on
-            return tables[0][1:] + self.category_embedding(self.item_category[1:])
+            return self._item_plus_category()
         key = tuple((t.data_ptr(), t._version) for t in tables)
         if self._weights_cache is None or self._weights_cache[0] != key:
-            self._weights_cache = (key, tables[0][1:] + self.category_embedding(self.item_category[1:]))
+            self._weights_cache = (key, self._item_plus_category())
         return self._weights_cache[1]
+
+    def _item_plus_category(self) -> torch.Tensor:
+        return self.item_embedding.weight[1:] + self.category_embedding(self.item_category[1:])
 
     def clear_item_weights_cache(self) -> None:
         """Drop the cached output table (needed only after writes through ``weight.data``)."""
