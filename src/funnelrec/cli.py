@@ -36,9 +36,15 @@ EXIT_BAD_INPUT = 2
 def main(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    threads: Annotated[int | None, typer.Option(
+        min=1, help="CPU threads of torch, BLAS, FAISS and ALS (default: FUNNELREC_THREADS, else the "
+                    "cores this process may use).")] = None,
 ) -> None:
-    """Set log verbosity for every command."""
+    """Set log verbosity and thread counts for every command."""
+    from funnelrec.threads import configure_threads
+
     funnelrec.enable_logging("DEBUG" if verbose else "WARNING" if quiet else "INFO")
+    configure_threads(threads)  # before any command imports torch: one thread count for all
 
 
 def _fail(message: str, code: int = EXIT_FAILURE) -> None:

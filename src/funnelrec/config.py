@@ -1,6 +1,7 @@
 """Library-wide settings, read from the environment (prefix ``FUNNELREC_``).
 
-Nested fields use ``__``: ``FUNNELREC_EVENT_WEIGHTS__TRANSACTION=10``.
+Nested fields use ``__``: ``FUNNELREC_EVENT_WEIGHTS__TRANSACTION=10``. Thread counts:
+``FUNNELREC_THREADS`` (see :mod:`funnelrec.threads`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ class Settings(BaseSettings):
     session_timeout_minutes: float = Field(30.0, gt=0)
     random_seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # FAISS search threads (None: FAISS's default, all cores)
+    # CPU threads of torch, BLAS, FAISS and ALS (None: the cores this process may use, see
+    # funnelrec.threads); FUNNELREC_THREADS
+    threads: int | None = Field(None, ge=1)
+    # deprecated alias of `threads` (FUNNELREC_FAISS_THREADS), read when `threads` is unset
     faiss_threads: int | None = Field(None, ge=1)
     event_weights: EventWeights = EventWeights()
     # Scale of the synthetic data `funnelrec demo` generates when data_dir/raw is empty.

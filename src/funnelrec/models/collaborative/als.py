@@ -9,6 +9,7 @@ from threadpoolctl import threadpool_limits
 
 from funnelrec.data.encoding import Interactions, Sequences
 from funnelrec.models.base import Recommender, register
+from funnelrec.threads import resolve_threads
 
 
 @register("als")
@@ -22,6 +23,9 @@ class ALSRecommender(Recommender):
         ``1 + alpha * weight`` where ``weight`` sums the visitor's event weights on the item.
     random_state:
         Seed of the factor initialisation (``None``: ``settings.random_seed``).
+
+    implicit's thread pool runs ``settings.threads`` threads (``FUNNELREC_THREADS``), with BLAS
+    kept to one thread inside it; the factors are the same for every thread count.
 
     Live sessions (``recommend_by_item_ids``) are folded in: the session's items are solved for
     a visitor vector with the item factors fixed, one least-squares step, as for a new user.
@@ -61,6 +65,9 @@ class ALSRecommender(Recommender):
                 regularization=self.regularization,
                 alpha=self.alpha,
                 random_state=seed,
+                # settings.threads; each visitor's (item's) solve is independent of the others,
+                # so the factors do not depend on the thread count
+                num_threads=resolve_threads(),
             )
 
     def _fit(self, data: Interactions, events: pd.DataFrame, val_events: pd.DataFrame | None) -> None:

@@ -111,6 +111,8 @@ class Item2VecRecommender(Recommender):
             negative=self.negative,
             ns_exponent=self.ns_exponent,
             epochs=self.epochs,
+            # one worker whatever settings.threads: with more, the order in which worker
+            # threads update the shared vectors varies, and a seed no longer fixes the result
             workers=1,
             seed=settings.random_seed if self.seed is None else self.seed,
             hashfxn=_stable_hash,

@@ -30,6 +30,8 @@ import numpy as np
 import scipy.sparse as sp
 from loguru import logger
 
+from funnelrec.threads import resolve_threads
+
 __all__ = ["INDEX_KINDS", "METRICS", "VectorIndex"]
 
 INDEX_KINDS = ("auto", "exact", "ivf", "hnsw")
@@ -107,8 +109,9 @@ class VectorIndex:
         Most extra results fetched to survive seen-item filtering; rows that need more are
         answered exactly.
     n_threads:
-        FAISS (OpenMP) threads while building and searching; ``None``: ``settings.faiss_threads``
-        when that setting exists, else FAISS's default (all cores). Restored afterwards.
+        FAISS (OpenMP) threads while building and searching; ``None``: ``settings.threads``
+        (``FUNNELREC_THREADS``, by default the cores this process may use; see
+        :mod:`funnelrec.threads`). Restored afterwards.
     seed:
         Seed of the IVF k-means training.
     """
@@ -192,14 +195,7 @@ class VectorIndex:
     @contextlib.contextmanager
     def _threads(self) -> Iterator[None]:
         faiss = _faiss()
-        n = self.n_threads
-        if n is None:
-            from funnelrec.config import settings
-
-            n = getattr(settings, "faiss_threads", None)
-        if not n:
-            yield
-            return
+        n = resolve_threads(self.n_threads)
         before = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(int(n))
         try:
