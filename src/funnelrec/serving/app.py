@@ -21,7 +21,7 @@ import json
 import secrets
 import sys
 import zipfile
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,8 +156,7 @@ def load_artifacts(artifacts_dir: str | Path) -> Artifacts:
     default = _default_model(models)
     artifacts = Artifacts(root, models, default, explainer)
     if explainer is not None:
-        known = explainer.visitor_map_.ids
-        artifacts.anonymous_visitor = -1 if -1 not in explainer.visitor_map_ else int(known.min()) - 1
+        artifacts.anonymous_visitor = anonymous_visitor_id(explainer)
     artifacts.infos = {key: _model_info(key, model, key == default) for key, model in models.items()}
     logger.info(
         "Serving {} model(s) from {} (default {}), explainer: {}",
@@ -166,14 +165,29 @@ def load_artifacts(artifacts_dir: str | Path) -> Artifacts:
     return artifacts
 
 
-def _default_model(models: dict[str, Recommender]) -> str:
+def anonymous_visitor_id(explainer: RecommendationExplainer) -> int:
+    """A visitor id ``explainer`` has never seen: it explains a live session without a visitor."""
+    known = explainer.visitor_map_.ids
+    return -1 if -1 not in explainer.visitor_map_ else int(known.min()) - 1
+
+
+def default_model_key(model_types: Mapping[str, str]) -> str:
+    """The model served by default: the first type of :data:`PREFERRED_MODELS` present.
+
+    ``model_types`` maps each model's key (its folder name) to its registry key (``"als"``...);
+    with no preferred type present, the first key.
+    """
     by_type: dict[str, str] = {}
-    for key, model in models.items():
-        by_type.setdefault(model.registry_key, key)
+    for key, model_type in model_types.items():
+        by_type.setdefault(model_type, key)
     for wanted in PREFERRED_MODELS:
         if wanted in by_type:
             return by_type[wanted]
-    return next(iter(models))
+    return next(iter(model_types))
+
+
+def _default_model(models: dict[str, Recommender]) -> str:
+    return default_model_key({key: model.registry_key for key, model in models.items()})
 
 
 def _model_info(key: str, model: Recommender, is_default: bool) -> ModelInfo:
@@ -472,7 +486,9 @@ __all__ = [
     "FROM_SETTINGS",
     "PREFERRED_MODELS",
     "Artifacts",
+    "anonymous_visitor_id",
     "create_app",
+    "default_model_key",
     "find_model_dirs",
     "load_artifacts",
 ]
