@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     # Scale of the synthetic data `funnelrec demo` generates when data_dir/raw is empty.
     demo_scale: Literal["tiny", "demo", "full"] = "demo"
     api_key: SecretStr | None = None
+    # Every tqdm bar funnelrec draws (`funnelrec -q` turns them off); see funnelrec.progress.
+    progress_bars: bool = True
 
     @model_validator(mode="after")
     def _ratios_sum_to_one(self) -> Settings:

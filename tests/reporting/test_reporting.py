@@ -315,3 +315,104 @@ def test_explanation_card_from_explanations():
 def test_template_ships_with_the_package():
     template = resources.files("funnelrec.reporting").joinpath("templates", "report.html.j2")
     assert template.is_file()
+
+
+# --------------------------------------------------------------------------- labels and legibility
+def test_report_headers_are_readable_labels_with_the_cutoff_they_were_computed_at(tmp_path, results):
+    html = build_report(tmp_path / "r", results=results.assign(n_items=20)).read_text(encoding="utf-8")
+    headers = [h.strip() for h in re.findall(r"<th(?:\s[^>]*)?>([^<&]*)", html)]
+    assert headers == ["Model", "P@10", "R@10", "nDCG@10", "HR@20", "MRR@20", "Coverage@20", "Fit time"]
+    assert not [h for h in headers if "_" in h or h in ("hit_rate", "mrr", "ndcg@10")]
+    assert "top-10 recommendations" not in html  # hit rate and MRR are at 20, so no such heading
+    assert "HR: hit rate" in html and "@k: computed on the top k items" in html  # the legend
+
+
+def test_metric_labels():
+    from funnelrec.reporting.labels import metric_label
+
+    assert metric_label("precision@10") == "P@10"
+    assert metric_label("hit_rate", 20) == "HR@20" and metric_label("mrr", 5) == "MRR@5"
+    assert metric_label("hit_rate@10", 20) == "HR@10"  # its own cutoff wins
+    assert metric_label("recall@20", 10) == "R@20" and metric_label("fit_seconds", 20) == "Fit time"
+    assert metric_label("n_events_unknown_target") == "n events unknown target"
+
+
+def test_a_new_visitors_card_says_so_with_their_session(tmp_path, explanations):
+    card = {**explanations[1], "visitor_id": None, "funnel_stage": "new", "session_item_ids": [10, 12]}
+    html = build_report(tmp_path / "r", explanations=[card]).read_text(encoding="utf-8")
+    assert "New visitor (no history)" in html and "viewing items 10, 12" in html
+    assert "Visitor ?" not in html and "Visitor None" not in html
+
+
+#: The widest a picture is shown in the report: the page's 1,160 px column less the paddings of
+#: the page (2 x 24 px) and of a section (2 x 24 px) and its borders.
+REPORT_PICTURE_PX = 1_062
+#: Smallest text, in pixels as shown, that stays readable next to the page's 13-15 px text.
+MIN_SHOWN_TEXT_PX = 11.0
+
+
+def _smallest_shown_text_px(figure) -> float:
+    from matplotlib.text import Text
+
+    figure.canvas.draw()  # lays out constrained figures and their labels
+    drawn_px = figure.get_figwidth() * figure.dpi
+    scale = min(1.0, REPORT_PICTURE_PX / drawn_px)
+    sizes = [t.get_fontsize() for t in figure.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    return min(sizes) * figure.dpi / 72 * scale
+
+
+@pytest.mark.parametrize("n_models", [3, 8, 12])
+def test_chart_text_stays_readable_at_the_size_the_report_shows_it(n_models):
+    names = ["FunnelAwareHybrid", "SASRec", "ALS", "TwoTower", "GRU4Rec", "Item2Vec", "SessionKNN",
+             "Popular", "A", "B", "C", "D"][:n_models]
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"model": names, "n_items": 20, **{
+        column: rng.random(n_models) * 0.3
+        for column in ("precision@10", "recall@10", "ndcg@10", "recall@20", "mrr@20")
+    }})
+    funnel_events = to_canonical(pd.DataFrame({
+        "visitor_id": [1, 1, 2, 3], "event": ["view", "addtocart", "view", "transaction"],
+        "item_id": [1, 1, 2, 1], "transaction_id": [None, None, None, 7],
+        "timestamp": 1_430_000_000_000 + np.arange(4) * 60_000,
+    }))
+    figures = {
+        "comparison": charts.model_comparison_figure(frame),
+        "session": charts.session_comparison_figure(frame),
+        "funnel": charts.funnel_figure(funnel_events),
+        "training": charts.training_time_figure(dict(zip(names, rng.random(n_models) * 100, strict=True))),
+    }
+    for name, figure in figures.items():
+        assert _smallest_shown_text_px(figure) >= MIN_SHOWN_TEXT_PX, name
+
+
+def test_chart_legends_use_the_shared_labels(results):
+    figure = charts.model_comparison_figure(results)
+    legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert legend == ["P@10", "R@10", "nDCG@10"]
+
+
+def test_the_tsne_step_logs_what_it_does_and_how_long_it_took(tmp_path):
+    from loguru import logger
+
+    from funnelrec.reporting.embeddings import plot_item_embeddings
+
+    lines: list[str] = []
+    logger.enable("funnelrec")
+    sink = logger.add(lines.append, level="INFO", format="{message}")
+    try:
+        rng = np.random.default_rng(1)
+        plot_item_embeddings(rng.random((40, 8)), np.arange(40), rng.integers(0, 3, 40), tmp_path / "t.png")
+    finally:
+        logger.remove(sink)
+        logger.disable("funnelrec")
+    text = "".join(lines)
+    assert "t-SNE of 40 of 40 item vectors (8-d)" in text and "t-SNE done in" in text
+
+
+@pytest.mark.parametrize("shown", [True, False])
+def test_the_report_shows_a_progress_bar_unless_bars_are_off(tmp_path, capsys, monkeypatch, results, shown):
+    from funnelrec.config import settings
+
+    monkeypatch.setattr(settings, "progress_bars", shown)
+    build_report(tmp_path / "r", results=results)
+    assert ("report:" in capsys.readouterr().err) is shown

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from loguru import logger
-from tqdm.auto import tqdm
 
 from funnelrec.data.encoding import (
     Sequences,
@@ -33,6 +32,7 @@ from funnelrec.evaluation.metrics import (
     user_metrics,
 )
 from funnelrec.models.base import SCORE_BLOCK_FLOATS, Recommender, mask_rows, top_k
+from funnelrec.progress import progress_bar
 
 
 class EvaluationResult(dict):
@@ -114,7 +114,7 @@ class Evaluator:
 
         Returns a dict: ``model``, ``precision@k``, ``recall@k``, ``ndcg@k``, ``hit_rate@k`` for
         each k, ``hit_rate`` and ``mrr`` at ``n_items``, ``coverage`` (share of the catalogue in
-        the top-``n_items`` lists), ``n_users`` and protocol counts.
+        the top-``n_items`` lists), ``n_items`` itself, ``n_users`` and protocol counts.
         """
         validate_events(train, name="train")
         validate_events(test, name="test")
@@ -150,8 +150,8 @@ class Evaluator:
         max_k = max(max(self.k_values), n_items)
         ranks_all, user_all, top_lists = [], [], []
         block = max(1, SCORE_BLOCK_FLOATS // max(n_cat, 1))
-        bar = tqdm(range(0, len(users), block), desc=f"evaluate {model.name}", disable=not self.show_progress,
-                   leave=False)
+        bar = progress_bar(range(0, len(users), block), desc=f"evaluate {model.name}", enabled=self.show_progress,
+                           leave=False)
         for lo in bar:
             hi = min(lo + block, len(users))
             scores = np.array(model.score_users(user_idx[lo:hi]), dtype=np.float32, copy=True)
@@ -172,6 +172,7 @@ class Evaluator:
             result[key] = float(values.mean()) if len(values) else 0.0
         tops = np.concatenate(top_lists) if top_lists else np.empty((0, n_items), np.int64)
         result["coverage"] = catalogue_coverage(tops, n_cat)
+        result["n_items"] = n_items  # the cutoff of hit_rate, mrr and coverage, for labels
         result["n_users"] = int(len(users))
         result["n_users_warm"] = int(n_warm)
         result["n_users_no_truth"] = int((~has_truth).sum())
@@ -225,7 +226,8 @@ class Evaluator:
         the model counts as a miss and is reported in ``n_events_unknown_target``, never dropped.
 
         Returns ``recall@k``, ``mrr@k``, ``ndcg@k`` for every k in ``k_values`` and ``cutoff``,
-        ``n_events``, ``n_sessions``, ``n_events_unknown_target``, ``coverage``.
+        ``n_events``, ``n_sessions``, ``n_events_unknown_target``, ``coverage`` (of the top-``cutoff``
+        lists) and ``n_items`` (= ``cutoff``).
         ``max_events`` evaluates a seeded random sample of the predictions.
         """
         validate_events(test, name="test")
@@ -252,8 +254,8 @@ class Evaluator:
         tops = []
         # at most SCORE_BLOCK_FLOATS scores in memory at once, however large the catalogue
         rows_per_block = max(1, min(batch_size, SCORE_BLOCK_FLOATS // max(n_cat, 1)))
-        bar = tqdm(range(0, len(rows), rows_per_block), desc=f"evaluate_sessions {model.name}",
-                   disable=not self.show_progress, leave=False)
+        bar = progress_bar(range(0, len(rows), rows_per_block), desc=f"evaluate_sessions {model.name}",
+                           enabled=self.show_progress, leave=False)
         for lo in bar:
             block_rows = rows[lo : lo + rows_per_block]
             block = take_prefixes(sessions, session_row[block_rows], prefix_length[block_rows])
@@ -269,6 +271,7 @@ class Evaluator:
         for key, values in per_event.items():
             result[key] = float(values.mean()) if len(values) else 0.0
         result["coverage"] = catalogue_coverage(np.concatenate(tops) if tops else np.empty((0, 1), np.int64), n_cat)
+        result["n_items"] = cutoff  # the length of the ranked lists (coverage's cutoff), as in evaluate
         result["n_events"] = int(len(rows))
         result["n_sessions"] = int(len(np.unique(session_row[rows])))
         result["n_events_unknown_target"] = int((targets[rows] < 0).sum())

@@ -21,7 +21,6 @@ import pandas as pd
 import torch
 from loguru import logger
 from torch import nn
-from tqdm.auto import tqdm
 
 from funnelrec.data.encoding import (
     Interactions,
@@ -32,6 +31,7 @@ from funnelrec.data.encoding import (
 )
 from funnelrec.data.schema import ITEM_ID, SESSION_ID, timestamp_ms
 from funnelrec.models.base import ArtifactError, Recommender
+from funnelrec.progress import progress_bar
 
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -191,9 +191,9 @@ class TorchRecommender(Recommender):
             self.net_.train()
             self._on_epoch_start(epoch)
             started, total_loss, n_seen = time.perf_counter(), 0.0, 0
-            bar = tqdm(
+            bar = progress_bar(
                 self._batches(rng), total=self._n_batches(), desc=f"{self.name} epoch {epoch}/{self.epochs}",
-                disable=not self.show_progress, leave=False, unit="batch",
+                enabled=self.show_progress, leave=False, unit="batch",
             )
             for batch in bar:
                 loss = self._loss(batch)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from funnelrec.data.schema import EVENT, EVENT_TYPES, VISITOR_ID, event_codes
+from funnelrec.reporting.labels import list_length, metric_label
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -57,6 +58,11 @@ FUNNEL_LABELS: dict[str, str] = {
 }
 
 DPI = 110
+#: Widest a chart is drawn (inches): the report shows pictures at most ~1,060 px wide, so a chart
+#: no wider than that is shown at its own size and its text stays as large as it was drawn.
+MAX_WIDTH_INCHES = 9.6
+#: Smallest text on any chart, in points (12 px at :data:`DPI`).
+MIN_FONT_SIZE = 8.0
 #: A colour-blind-safe palette (Okabe-Ito), in bar order.
 PALETTE: tuple[str, ...] = (
     "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
@@ -137,10 +143,14 @@ def _grouped_bars(
     values = table[metrics].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
 
     n_models, n_metrics = values.shape
+    cutoff = list_length(frame)
     group_width = 0.8
     width = group_width / n_metrics
-    many = n_models * n_metrics > 24
-    figure = _new_figure(max(7.0, min(18.0, 1.6 + n_models * (0.55 + 0.45 * n_metrics))), 5.6)
+    figure_width = max(7.0, min(MAX_WIDTH_INCHES, 1.6 + n_models * (0.55 + 0.45 * n_metrics)))
+    # value labels turn upright when a bar is narrower than "0.123" written across
+    bar_points = figure_width * 72 * 0.85 / n_models * width
+    upright = bar_points < 27
+    figure = _new_figure(figure_width, 6.0)
     ax = figure.add_subplot()
     x = np.arange(n_models)
     for i, metric in enumerate(metrics):
@@ -149,7 +159,7 @@ def _grouped_bars(
             x + offset,
             np.nan_to_num(values[:, i]),
             width * 0.92,
-            label=metric,
+            label=metric_label(metric, cutoff),
             color=PALETTE[i % len(PALETTE)],
         )
         labels = ["n/a" if math.isnan(v) else f"{v:.3f}" for v in values[:, i]]
@@ -157,26 +167,27 @@ def _grouped_bars(
             bars,
             labels=labels,
             padding=2,
-            fontsize=7 if many else 8,
-            rotation=90 if many else 0,
+            fontsize=MIN_FONT_SIZE if upright else 9,
+            rotation=90 if upright else 0,
             color="#333333",
         )
     top = np.nanmax(values) if np.isfinite(values).any() else 0.0
-    ax.set_ylim(0, (top if top > 0 else 1.0) * (1.25 if many else 1.15))
+    ax.set_ylim(0, (top if top > 0 else 1.0) * (1.3 if upright else 1.15))
     ax.set_xticks(x)
     rotate = n_models > 4 or max(len(m) for m in models) > 12
     ax.set_xticklabels(
-        models, rotation=30 if rotate else 0, ha="right" if rotate else "center", fontsize=9
+        models, rotation=30 if rotate else 0, ha="right" if rotate else "center", fontsize=11
     )
-    ax.set_xlabel("Model (sorted by " + sort_by + ")")
-    ax.set_ylabel("Score")
-    figure.suptitle(title, fontsize=13, fontweight="bold", x=0.01, ha="left")
+    ax.tick_params(axis="y", labelsize=10)
+    ax.set_xlabel(f"Model (sorted by {metric_label(sort_by, cutoff)})", fontsize=11)
+    ax.set_ylabel("Score", fontsize=11)
+    figure.suptitle(title, fontsize=14, fontweight="bold", x=0.01, ha="left")
     ax.legend(
         ncols=min(n_metrics, 6),
         loc="lower left",
         bbox_to_anchor=(0.0, 1.0),
         frameon=False,
-        fontsize=9,
+        fontsize=11,
         borderaxespad=0.2,
     )
     _clean_axes(ax, "y")
@@ -320,12 +331,12 @@ def _draw_funnel(
                 ha="center",
                 va="center",
                 color="white",
-                fontsize=10.5,
+                fontsize=11,
                 fontweight="bold",
             )
         else:
             ax.text(
-                widths[i] / 2 + 0.03, i, text, ha="left", va="center", color="#222222", fontsize=10
+                widths[i] / 2 + 0.03, i, text, ha="left", va="center", color="#222222", fontsize=11
             )
         if i:
             ax.annotate(
@@ -333,17 +344,17 @@ def _draw_funnel(
                 (0, i - 0.5),
                 ha="center",
                 va="center",
-                fontsize=8.5,
+                fontsize=10,
                 color=TEXT_GREY,
                 bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none"},
             )
     ax.set_yticks(y)
-    ax.set_yticklabels(labels, fontsize=10)
+    ax.set_yticklabels(labels, fontsize=11)
     ax.invert_yaxis()
     ax.set_xlim(-0.52, 0.9)
     ax.set_ylim(n - 0.5, -0.6)
     ax.set_xticks([])
-    ax.set_title(heading, fontsize=11, loc="left")
+    ax.set_title(heading, fontsize=12, loc="left")
     for side in ("top", "right", "bottom", "left"):
         ax.spines[side].set_visible(False)
     ax.tick_params(axis="y", length=0)
@@ -357,7 +368,7 @@ def funnel_figure(events: pd.DataFrame, title: str = "Shopping funnel") -> Figur
     """
     counts = funnel_counts(events)
     labels = counts["label"].tolist()
-    figure = _new_figure(11.5, 4.4)
+    figure = _new_figure(MAX_WIDTH_INCHES, 4.6)
     left, right = figure.subplots(1, 2)
     _draw_funnel(
         left,
@@ -375,7 +386,7 @@ def funnel_figure(events: pd.DataFrame, title: str = "Shopping funnel") -> Figur
         counts["visitor_share"].fillna(0.0).to_numpy(),
         "Visitors reaching the step",
     )
-    figure.suptitle(title, fontsize=13, fontweight="bold", x=0.01, ha="left")
+    figure.suptitle(title, fontsize=14, fontweight="bold", x=0.01, ha="left")
     return figure
 
 
@@ -426,13 +437,14 @@ def training_time_figure(fit_seconds: Mapping[str, float], title: str = "Trainin
     floor = positive.min() / 2 if len(positive) else 1e-3
     drawn = np.maximum(seconds, floor) if log else seconds
 
-    figure = _new_figure(8.5, max(2.6, 1.3 + 0.45 * len(names)))
+    figure = _new_figure(8.5, max(2.8, 1.4 + 0.5 * len(names)))
     ax = figure.add_subplot()
     y = np.arange(len(names))
     bars = ax.barh(y, drawn, height=0.6, color=PALETTE[0])
-    ax.bar_label(bars, labels=[format_seconds(s) for s in seconds], padding=4, fontsize=9)
+    ax.bar_label(bars, labels=[format_seconds(s) for s in seconds], padding=4, fontsize=10)
     ax.set_yticks(y)
-    ax.set_yticklabels(names, fontsize=10)
+    ax.set_yticklabels(names, fontsize=11)
+    ax.tick_params(axis="x", labelsize=10)
     if log:
         from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
@@ -443,11 +455,11 @@ def training_time_figure(fit_seconds: Mapping[str, float], title: str = "Trainin
         ax.xaxis.set_major_locator(FixedLocator(ticks))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: _TIME_TICKS.get(value, "")))
         ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xlabel("Fit time (seconds, log scale)")
+        ax.set_xlabel("Fit time (seconds, log scale)", fontsize=11)
     else:
         ax.set_xlim(0, (drawn.max() if drawn.max() > 0 else 1.0) * 1.2)
-        ax.set_xlabel("Fit time (seconds)")
-    ax.set_title(title, fontsize=13, fontweight="bold", loc="left")
+        ax.set_xlabel("Fit time (seconds)", fontsize=11)
+    ax.set_title(title, fontsize=14, fontweight="bold", loc="left")
     _clean_axes(ax, "x")
     ax.tick_params(axis="y", length=0)
     return figure

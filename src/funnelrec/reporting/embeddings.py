@@ -6,11 +6,13 @@ window): safe in servers, tests and notebooks alike.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from loguru import logger
 
 __all__ = ["plot_item_embeddings", "plot_model_embeddings", "top_level_categories"]
 
@@ -107,10 +109,16 @@ def plot_item_embeddings(
     tsne = TSNE(
         n_components=2, perplexity=min(perplexity, (len(rows) - 1) / 3), init="pca", random_state=seed,
     )
+    # one scikit-learn call, so no progress bar: say what it does and how long it took
+    logger.info("t-SNE of {:,} of {:,} item vectors ({}-d) for {}; about a minute for 5,000 items",
+                len(rows), len(vectors), vectors.shape[1], Path(path).name)
+    started = time.perf_counter()
     points = tsne.fit_transform(sample)
+    logger.info("t-SNE done in {:.1f}s", time.perf_counter() - started)
 
     counts = pd.Series(sample_cats[sample_cats >= 0]).value_counts()
     top = counts.index[:N_COLOURED_CATEGORIES].to_numpy()
+    # no wider than the report shows it (charts.MAX_WIDTH_INCHES at 110 dpi): text stays readable
     figure = Figure(figsize=(9, 7), dpi=110)
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
@@ -123,11 +131,11 @@ def plot_item_embeddings(
         mask = sample_cats == category
         ax.scatter(points[mask, 0], points[mask, 1], s=7, c=colour, alpha=0.8,
                    label=f"{category} ({int(mask.sum())})", linewidths=0)
-    ax.set_title(f"{title}: {len(rows):,} of {len(vectors):,} items")
+    ax.set_title(f"{title}: {len(rows):,} of {len(vectors):,} items", fontsize=14)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.legend(title="top-level category", loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
-              markerscale=2, frameon=False)
+    ax.legend(title="top-level category", loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=10,
+              title_fontsize=11, markerscale=2, frameon=False)
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

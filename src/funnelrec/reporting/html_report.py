@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import math
 import shutil
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,15 @@ import numpy as np
 import pandas as pd
 from loguru import logger
 
+from funnelrec.progress import progress_bar
 from funnelrec.reporting import charts
+from funnelrec.reporting.labels import (
+    METRIC_DESCRIPTIONS,
+    METRIC_LABELS,
+    list_length,
+    metric_label,
+    metric_legend,
+)
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -116,11 +125,17 @@ def _metric_table(
     for i, (_, record) in enumerate(table.iterrows()):  # one row per model: a handful
         cells = [{"text": _format_value(c, record[c]), "best": i in best.get(c, ())} for c in shown]
         rows.append({"model": str(record["model"]), "cells": cells})
-    return {
-        "columns": shown,
-        "rows": rows,
-        "lower_is_better": [c for c in shown if c in LOWER_IS_BETTER],
-    }
+    cutoff = list_length(frame)
+    headers = []
+    for column in shown:
+        label = metric_label(column, cutoff)
+        base_label = METRIC_LABELS.get(column.partition("@")[0], "")
+        headers.append({
+            "label": label,
+            "title": METRIC_DESCRIPTIONS.get(base_label, label),
+            "lower_is_better": column in LOWER_IS_BETTER,
+        })
+    return {"headers": headers, "rows": rows, "legend": metric_legend(shown)}
 
 
 def _session_metrics(frame: pd.DataFrame | None) -> tuple[str, ...]:
@@ -212,8 +227,14 @@ def _normalise_card(raw: Mapping[str, Any], position: int) -> dict[str, Any]:
             }
         )
     stage = str(raw.get("funnel_stage") or "unknown")
+    visitor_id = raw.get("visitor_id")
+    session = [str(i) for i in raw.get("session_item_ids") or ()]
     return {
-        "visitor_id": "?" if raw.get("visitor_id") is None else str(raw["visitor_id"]),
+        "visitor_id": None if visitor_id is None else str(visitor_id),
+        # a card without a visitor is a brand-new visitor known only by the live session
+        "visitor_label": "New visitor (no history)" if visitor_id is None else f"Visitor {visitor_id}",
+        "session": f"Live session: viewing item{'s' if len(session) > 1 else ''} {', '.join(session)}"
+        if session else "",
         "stage": stage,
         "stage_label": stage.replace("_", " "),
         "model": str(raw.get("model") or raw.get("model_name") or ""),
@@ -227,11 +248,13 @@ def explanation_card(
     visitor_id: int | None = None,
     funnel_stage: str | None = None,
     model: str | None = None,
+    session_item_ids: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """One visitor's recommendations as a report card dict.
 
     ``explanations`` are :class:`~funnelrec.models.explainable.explainer.Explanation` objects
     or their ``to_dict()``; visitor, stage and model default to those of the first one.
+    ``session_item_ids``: the live session the list answers (shown on the card).
     """
     items = [e if isinstance(e, Mapping) else e.to_dict() for e in explanations]
     first = items[0] if items else {}
@@ -239,19 +262,27 @@ def explanation_card(
         "visitor_id": visitor_id if visitor_id is not None else first.get("visitor_id"),
         "funnel_stage": funnel_stage or first.get("funnel_stage"),
         "model": model or first.get("model_name"),
+        "session_item_ids": None if session_item_ids is None else list(session_item_ids),
         "items": items,
     }
 
 
-def _image(out_dir: Path, key: str, title: str, make: Any, errors: list[str]) -> dict | None:
+def _image(
+    out_dir: Path, key: str, title: str, make: Any, errors: list[str], bar: Any
+) -> dict | None:
     """Draw one chart into ``out_dir`` with ``make(path)``; a failed chart is logged and skipped."""
     path = out_dir / PNG_NAMES[key]
+    bar.set_postfix_str(key)
+    started = time.perf_counter()
     try:
         make(path)
     except (ValueError, TypeError, KeyError) as exc:
         logger.warning("report: skipping the {} chart: {}", key, exc)
         errors.append(f"{title}: {exc}")
         return None
+    finally:
+        bar.update()
+    logger.debug("report: {} chart drawn in {:.1f}s", key, time.perf_counter() - started)
     return {"src": png_data_uri(path), "file": path.name, "alt": title}
 
 
@@ -288,9 +319,11 @@ def build_report(
     events:
         The canonical events frame: the data summary (``describe``) and the funnel chart.
     explanations:
-        Cards of sample visitors, each ``{visitor_id, funnel_stage, model, items: [{item_id,
-        score, summary, reasons, confidence}]}``; ``reasons`` are texts or
-        ``Reason.to_dict()``. :func:`explanation_card` builds one from ``Explanation`` objects.
+        Cards of sample visitors, each ``{visitor_id, funnel_stage, model, session_item_ids,
+        items: [{item_id, score, summary, reasons, confidence}]}``; ``reasons`` are texts or
+        ``Reason.to_dict()``; ``visitor_id`` ``None`` is a new visitor (no history), shown with
+        the live ``session_item_ids``. :func:`explanation_card` builds one from ``Explanation``
+        objects.
     embedding_png:
         A ready t-SNE picture (seed section 8), copied beside the page.
     embedding_model, category_tree:
@@ -322,6 +355,8 @@ def build_report(
     session_table = _metric_table(session_results, SESSION_COLUMNS, session_metrics[:1])
 
     images: dict[str, dict | None] = dict.fromkeys(PNG_NAMES)
+    # one step per chart slot, drawn or not (the t-SNE map can take a minute)
+    bar = progress_bar(total=len(PNG_NAMES), desc="report", unit="chart", leave=False)
     comparison_metrics = [
         m for m in charts.DEFAULT_METRICS if results is not None and m in results.columns
     ]
@@ -334,6 +369,7 @@ def build_report(
                 results, p, comparison_metrics, "Model comparison: held-out visitors (top 10)"
             ),
             errors,
+            bar,
         )
     if session_table and session_metrics:
         images["session"] = _image(
@@ -347,6 +383,7 @@ def build_report(
                 f"Next item in session (cutoff {session_metrics[0].split('@')[1]})",
             ),
             errors,
+            bar,
         )
     if embedding_png is not None:
         source = Path(embedding_png)
@@ -358,6 +395,7 @@ def build_report(
             "file": target.name,
             "alt": "Item embeddings (t-SNE)",
         }
+        bar.update()
     elif embedding_model is not None:
         if category_tree is None:
             raise ValueError("embedding_model needs category_tree (to colour items by category)")
@@ -369,13 +407,14 @@ def build_report(
             "Item embeddings (t-SNE)",
             lambda p: plot_model_embeddings(embedding_model, category_tree, p),
             errors,
+            bar,
         )
     summary = funnel_rows = None
     if events is not None:
         summary = _data_summary(events)
         funnel_rows = _funnel_rows(events)
         images["funnel"] = _image(
-            out_dir, "funnel", "Shopping funnel", lambda p: charts.plot_funnel(events, p), errors
+            out_dir, "funnel", "Shopping funnel", lambda p: charts.plot_funnel(events, p), errors, bar
         )
     if not fit_seconds and results is not None and {"model", "fit_seconds"} <= set(results.columns):
         fit_seconds = dict(
@@ -388,7 +427,10 @@ def build_report(
             "Training time",
             lambda p: charts.plot_training_time(fit_seconds, p),
             errors,
+            bar,
         )
+    bar.update(bar.total - bar.n)  # the slots with nothing to draw
+    bar.close()
 
     html = (
         _environment()
