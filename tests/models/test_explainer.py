@@ -107,7 +107,7 @@ def test_cart_complement_states_exact_counts(hand):
     )
     assert top.evidence == {"kind": "view_then_buy", "source": "cart", "item_id": 20,
                             "source_item_id": 10, "count": 3}
-    assert exp.get_summary() == top.text
+    assert exp.get_summary() == "Ranked by SASRec (self-attention sequence model). " + top.text
     content = evidence_of(exp, "category_match")
     assert content == [{"kind": "category_match", "source": "history", "item_id": 20,
                         "category_id": 2, "matching_item_ids": [40, 41, 42], "count": 12}]
@@ -209,20 +209,113 @@ def test_unknown_visitor_with_live_session(hand):
     assert exp.confidence > 0
 
 
+def component_text(exp: Explanation) -> str:
+    return next(r.text for r in exp.reasons if r.evidence["kind"] == "component_weights")
+
+
 def test_component_weights(hand):
     _, explainer = hand
     exp = explainer.explain(BROWSER, 20, 0.4, "hybrid", component_weights={"session": 7, "history": 3})
     reason = next(r for r in exp.reasons if r.evidence["kind"] == "component_weights")
     assert reason.type == ReasonType.SESSION
-    assert reason.text == "Mostly from your current session (70% of the hybrid weight)."
+    assert reason.text == "Mostly from the session model on your earlier visits (70% of the weight in hybrid)."
     assert reason.evidence["component_weights"] == pytest.approx({"session": 0.7, "history": 0.3})
-    blend = explainer.explain(BROWSER, 20, 0.4, "hybrid",
+    blend = explainer.explain(BROWSER, 20, 0.4, "FunnelAwareHybrid",
                               component_weights={"session": 0.4, "history": 0.35, "popular": 0.25})
-    text = next(r.text for r in blend.reasons if r.evidence["kind"] == "component_weights")
-    assert text == "A blend in hybrid: your current session 40%, your history 35%, what is popular 25%."
+    assert component_text(blend) == (
+        "A blend in the funnel-aware hybrid: the session model on your earlier visits 40%, "
+        "the history model on your earlier visits 35%, what is popular 25%."
+    )
     for bad in ({}, {"session": -1.0}, {"session": 0.0}, {"session": float("nan")}):
         with pytest.raises(ValueError, match="component_weights"):
             explainer.explain(BROWSER, 20, 0.4, "hybrid", component_weights=bad)
+
+
+def all_text(exp: Explanation) -> str:
+    return " ".join([exp.get_summary(), *(r.text for r in exp.reasons)])
+
+
+def test_component_weights_say_only_what_the_request_had(hand):
+    """The hybrid's 96% "session" weight without a live session is the session model reading the
+    visitor's history: it must not read "your current session" (issue 18, item 2)."""
+    _, explainer = hand
+    weights = {"session": 0.96, "cf": 0.02, "popular": 0.02}
+    model = "FunnelAwareHybrid"
+    no_session = explainer.explain(BROWSER, 20, 0.4, model, component_weights=weights)
+    assert component_text(no_session) == (
+        "Mostly from the session model on your earlier visits (96% of the weight in the funnel-aware hybrid)."
+    )
+    assert "current session" not in all_text(no_session)
+    live = explainer.explain(BROWSER, 20, 0.4, model, session_item_ids=[10], component_weights=weights)
+    assert component_text(live).startswith("Mostly from the session model on your current session (96%")
+    # a session of unknown items is no session to the model either
+    unknown_items = explainer.explain(BROWSER, 20, 0.4, model, session_item_ids=[777], component_weights=weights)
+    assert component_text(unknown_items) == component_text(no_session)
+    assert "current session" not in all_text(unknown_items)
+    # a visitor without history and without a session: the component is named, no input claimed
+    stranger = explainer.explain(123_456, 20, 0.4, model, component_weights=weights)
+    assert component_text(stranger) == (
+        "Mostly from the session model (96% of the weight in the funnel-aware hybrid)."
+    )
+    # a component without input (weight 0) is not named; collaborative filtering reads history
+    blend = explainer.explain(BROWSER, 20, 0.4, model, session_item_ids=[10],
+                              component_weights={"session": 0.0, "cf": 0.45, "popular": 0.3, "content": 0.25})
+    assert component_text(blend) == (
+        "A blend in the funnel-aware hybrid: visitors like you 45%, what is popular 30%, "
+        "the item-similarity model on your current session 25%."
+    )
+    assert next(r for r in blend.reasons if r.evidence["kind"] == "component_weights").evidence[
+        "component_weights"] == pytest.approx({"session": 0.0, "cf": 0.45, "popular": 0.3, "content": 0.25})
+    tiny_share = explainer.explain(BROWSER, 20, 0.4, model, component_weights={"cf": 0.498, "popular": 0.498,
+                                                                                "session": 0.004})
+    assert component_text(tiny_share).endswith("the session model on your earlier visits <1%.")
+
+
+def test_evidence_leads_a_considerers_explanation():
+    """A considerer with weak evidence and a dominant component weight hears the evidence first."""
+    rows = [(1, 1, "view", 0), (1, 1, "addtocart", 1), (1, 3, "view", 2),  # the considerer
+            (2, 3, "view", 0), (2, 2, "view", 1),  # one other visitor viewed 3 and 2
+            (3, 2, "view", 0), (4, 4, "view", 0), (5, 4, "view", 0)]
+    train = make_events(rows, {1: 1, 2: 2, 3: 1, 4: 3})
+    explainer = fit_explainer(train)
+    assert explainer.stages_.get_stage(1) == "considerer"
+    exp = explainer.explain(1, 2, 0.5, "funnel_hybrid", component_weights={"session": 0.96, "popular": 0.04})
+    kinds = [r.evidence["kind"] for r in exp.reasons]
+    assert kinds == ["co_view", "category_rank", "popularity", "component_weights"]
+    assert exp.get_summary() == (
+        "Ranked by the funnel-aware hybrid. "
+        "In your last visit you viewed item 3: 1 other visitor who viewed item 3 also viewed item 2."
+    )
+    # the weights still say how strong each reason is: the evidence is not the strongest here
+    assert exp.reasons[-1].weight > exp.reasons[0].weight
+
+
+def test_explanations_name_the_model_that_ranked(tiny_split):
+    from funnelrec.models import ALSRecommender, PopularItemsRecommender
+
+    train = tiny_split[0]
+    explainer = fit_explainer(train)
+    visitor = int(train["visitor_id"].value_counts().index[0])
+    als = ALSRecommender(factors=8, iterations=3, random_state=0).fit(train)
+    popular = PopularItemsRecommender().fit(train)
+    by_als = explainer.explain_batch(visitor, als.recommend(visitor, n_items=3), als.name)
+    by_popular = explainer.explain_batch(visitor, popular.recommend(visitor, n_items=3), popular.name)
+    for exp in by_als:
+        assert exp.get_summary() == "Ranked by ALS (collaborative filtering). " + exp.reasons[0].text
+    for exp in by_popular:
+        assert exp.get_summary() == "Ranked by Popular (the most-interacted items). " + exp.reasons[0].text
+    assert by_als[0].ranked_by != by_popular[0].ranked_by
+    # a fallback list was ranked by popularity, whatever model answered; weights are not told for it
+    cold = als.recommend(10**9, n_items=3)
+    assert cold.is_fallback
+    for exp in explainer.explain_batch(10**9, cold, als.name, component_weights={"cf": 1.0}):
+        assert exp.get_summary().startswith(
+            "Ranked by popularity, because ALS (collaborative filtering) had nothing to personalise from. "
+        )
+        assert "component_weights" not in {r.evidence["kind"] for r in exp.reasons}
+    assert explainer.explain(10**9, int(cold.item_ids[0]), 1.0, "popular", is_fallback=True).get_summary().startswith(
+        "Ranked by Popular (the most-interacted items). ")
+    assert explainer.explain(visitor, int(cold.item_ids[0]), 1.0, "my_model").ranked_by == "Ranked by my_model."
 
 
 def test_explanation_formatting_and_json(hand):
@@ -301,6 +394,11 @@ class Truth:
         self.last_session = sets(views[in_last], "visitor_id", "item_id")
         self.category = train.dropna(subset=["category_id"]).groupby("item_id")["category_id"].last()
         self.popularity = train["item_id"].value_counts()
+        self.visitors = set(map(int, train["visitor_id"]))
+
+    def is_live(self, session: list[int] | None) -> bool:
+        """The request has a live session the models could read (an item known to training)."""
+        return any(i in self.popularity.index for i in session or ())
 
     def pair_count(self, kind: str, x: int, y: int, visitor: int) -> int:
         """Visitors other than ``visitor`` who did the two things."""
@@ -317,17 +415,77 @@ class Truth:
             return self.viewed.get(visitor, set())
         if source == "last_session":
             return self.last_session.get(visitor, set())
-        assert source == "live_session"
+        assert source == "live_session" and self.is_live(session)
         return set(session or ())
 
 
-def check_faithful(exp: Explanation, truth: Truth, visitor: int, session: list[int] | None) -> None:
+#: What each hybrid component is (its words in the component reason), and which components read
+#: the live session when there is one, else the visitor's history.
+COMPONENT_NAMES = {"session": "the session model", "content": "the item-similarity model",
+                   "history": "the history model", "cf": "visitors like you", "popular": "what is popular"}
+READS_REQUEST, READS_HISTORY = {"session", "content"}, {"history"}
+#: Phrases that presume a live session, or a history, the request may not have.
+LIVE_PHRASES = ("current session", "just viewed")
+HISTORY_PHRASES = ("earlier visits", "last visit", "you viewed", "you bought", "your cart", "you looked at",
+                   "browsing history", "you added")
+
+
+def check_component_reason(text: str, evidence: dict, truth: Truth, visitor: int, live: bool,
+                           weights: dict[str, float], model: str) -> None:
+    """The exact sentence: components that counted, each with what it read in this request."""
+    total = sum(weights.values())
+    shares = {k: v / total for k, v in weights.items()}
+    assert evidence["component_weights"] == pytest.approx(shares)
+
+    def words(name: str) -> str:
+        if name in READS_REQUEST and live:
+            return f"{COMPONENT_NAMES[name]} on your current session"
+        if name in READS_REQUEST | READS_HISTORY and visitor in truth.visitors:
+            return f"{COMPONENT_NAMES[name]} on your earlier visits"
+        return COMPONENT_NAMES[name]
+
+    def percent(share: float) -> str:
+        return "<1%" if share < 0.005 else f"{share:.0%}"
+
+    counted = sorted(((k, s) for k, s in shares.items() if s > 0), key=lambda kv: (-kv[1], kv[0]))
+    top, share = counted[0]
+    if share >= 0.5:
+        assert text == f"Mostly from {words(top)} ({percent(share)} of the weight in {model})."
+    else:
+        assert text == f"A blend in {model}: " + ", ".join(f"{words(k)} {percent(s)}" for k, s in counted) + "."
+    for name, share in shares.items():
+        if share == 0:  # no input in this request (or it did not count): never named
+            assert COMPONENT_NAMES[name] not in text
+
+
+def check_faithful(exp: Explanation, truth: Truth, visitor: int, session: list[int] | None,
+                   component_weights: dict[str, float] | None = None, is_fallback: bool = False) -> None:
     y = exp.item_id
+    live = truth.is_live(session)
     assert 0.0 <= exp.confidence <= 1.0
     json.dumps(exp.to_dict())
+    # every sentence is true of the request: nothing presumes a session or a history it lacks
+    text = " ".join([exp.get_summary(), *(r.text for r in exp.reasons)]).lower()
+    if not live:
+        assert not [p for p in LIVE_PHRASES if p in text], text
+    if visitor not in truth.visitors:
+        assert not [p for p in HISTORY_PHRASES if p in text], text
+    # what ranked the item, then the leading reason
+    ranked_by = ("Ranked by popularity, because m had nothing to personalise from." if is_fallback
+                 else "Ranked by m.")
+    assert exp.ranked_by == ranked_by and exp.get_summary() == f"{ranked_by} {exp.reasons[0].text}"
+    # evidence first: facts about the visitor, then about the item, then the model's weights;
+    # strongest first within each group
     weights = [r.weight for r in exp.reasons]
-    assert weights == sorted(weights, reverse=True) and math.isclose(sum(weights), 1.0)
     kinds = [r.evidence["kind"] for r in exp.reasons]
+    groups = [0 if k in PERSONAL_KINDS else 2 if k == "component_weights" else 1 for k in kinds]
+    assert groups == sorted(groups), kinds
+    for group in set(groups):
+        within = [w for w, g in zip(weights, groups, strict=True) if g == group]
+        assert within == sorted(within, reverse=True)
+    assert math.isclose(sum(weights), 1.0)
+    told_weights = component_weights is not None and not is_fallback and y in truth.popularity.index
+    assert ("component_weights" in kinds) == told_weights
     if not PERSONAL_KINDS & set(kinds):
         assert exp.confidence == 0.0
     else:
@@ -375,6 +533,7 @@ def check_faithful(exp: Explanation, truth: Truth, visitor: int, session: list[i
             assert f"{ev['count']} interaction" in reason.text
         else:
             assert kind == "component_weights", kind
+            check_component_reason(reason.text, ev, truth, visitor, live, component_weights, "m")
 
 
 def test_every_fact_is_true_on_the_tiny_split(tiny_split):
@@ -400,11 +559,14 @@ def test_every_fact_is_true_on_the_tiny_split(tiny_split):
         candidates = sorted(near)[:8] + rng.choice(all_items, 4).tolist() + mine[:2] + [10**9]
         session = rng.choice(all_items, 3).tolist() if n % 3 == 0 else None
         recs = [(int(i), float(s)) for i, s in zip(candidates, np.linspace(1, 0, len(candidates)), strict=True)]
-        weights = {"session": 0.6, "history": 0.4} if n % 4 == 0 else None
-        for exp in explainer.explain_batch(user_id=visitor, recommendations=recs, model_name="m",
-                                           session_item_ids=session, component_weights=weights):
-            check_faithful(exp, truth, visitor, session)
-            seen_kinds |= {r.evidence["kind"] for r in exp.reasons}
+        weights = [{"session": 0.6, "history": 0.4}, {"session": 0.96, "cf": 0.02, "popular": 0.02},
+                   {"session": 0.0, "cf": 0.3, "content": 0.3, "popular": 0.4}, None][n % 4]
+        for live in {None, None if session is None else tuple(session)}:
+            live = None if live is None else list(live)
+            for exp in explainer.explain_batch(user_id=visitor, recommendations=recs, model_name="m",
+                                               session_item_ids=live, component_weights=weights):
+                check_faithful(exp, truth, visitor, live, weights)
+                seen_kinds |= {r.evidence["kind"] for r in exp.reasons}
     assert seen_kinds >= PERSONAL_KINDS | {"category_rank", "popularity", "new_item", "component_weights"}
 
 
@@ -415,19 +577,28 @@ EVENT_ROWS = st.lists(
 )
 
 
+COMPONENT_WEIGHTS = st.none() | st.dictionaries(
+    st.sampled_from(sorted(COMPONENT_NAMES)), st.just(0.0) | st.floats(0.0, 1.0), min_size=1
+).filter(lambda w: sum(w.values()) > 0)
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=EVENT_ROWS, top_n=st.integers(1, 4), session=st.none() | st.lists(st.integers(0, 9), max_size=4))
-def test_every_fact_is_true_on_random_frames(rows, top_n, session):
+@given(rows=EVENT_ROWS, top_n=st.integers(1, 4), session=st.none() | st.lists(st.integers(0, 9), max_size=4),
+       weights=COMPONENT_WEIGHTS, fallback=st.booleans())
+def test_every_fact_is_true_on_random_frames(rows, top_n, session, weights, fallback):
+    """Known visitors with and without a live session, a session alone, an unknown visitor alone."""
     train = make_events(rows, {i: i % 3 for i in range(8)})
     explainer = fit_explainer(train, max_neighbors=top_n)
     truth = Truth(train)
     recs = [(i, 1.0 / (1 + i)) for i in range(10)]  # items 8 and 9 are never in training
-    for visitor in [*range(6), 99]:
-        explanations = explainer.explain_batch(user_id=visitor, recommendations=recs, model_name="m",
-                                               session_item_ids=session)
-        assert [e.item_id for e in explanations] == [i for i, _ in recs]
-        for exp in explanations:
-            check_faithful(exp, truth, visitor, session)
+    for visitor in [*range(6), 99]:  # 99 is never in training
+        for live in (None, session):
+            explanations = explainer.explain_batch(user_id=visitor, recommendations=recs, model_name="m",
+                                                   session_item_ids=live, component_weights=weights,
+                                                   is_fallback=fallback)
+            assert [e.item_id for e in explanations] == [i for i, _ in recs]
+            for exp in explanations:
+                check_faithful(exp, truth, visitor, live, weights, fallback)
 
 
 # --------------------------------------------------------------------------- the seed notebook

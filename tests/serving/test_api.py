@@ -218,8 +218,35 @@ def test_explanations_are_the_explainers(client, artifacts_dir, visitor):
     for item, explanation in zip(items, expected, strict=True):
         got = item["explanation"]
         assert got["item_id"] == item["item_id"] and got["visitor_id"] == visitor
-        assert got["reasons"] and got["summary"] == got["reasons"][0]["text"]
+        assert got["reasons"]
+        assert got["summary"] == "Ranked by SessionKNN (similar sessions). " + got["reasons"][0]["text"]
         assert got == explanation.to_dict()
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["no-session", "live-session"])
+def test_hybrid_explanations_say_only_what_the_request_had(client, visitor, session_items, live):
+    """Without a live session no sentence speaks of one (issue 18 item 2); with one, the
+    component reason says the session model read it. Evidence comes before the weights."""
+    if live:
+        response = client.post("/sessions/recommendations",
+                               json={"item_ids": session_items, "visitor_id": visitor, "n": 5, "explain": True})
+    else:
+        response = client.get(f"/visitors/{visitor}/recommendations", params={"explain": True, "n": 5})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model"] == "funnel_hybrid" and not body["is_fallback"]
+    for item in body["items"]:
+        explanation = item["explanation"]
+        texts = " ".join([explanation["summary"], *(r["text"] for r in explanation["reasons"])])
+        assert explanation["summary"].startswith("Ranked by the funnel-aware hybrid. ")
+        if not live:
+            assert "current session" not in texts and "just viewed" not in texts
+        kinds = [r["evidence"]["kind"] for r in explanation["reasons"]]
+        assert kinds[-1] == "component_weights" and kinds[0] != "component_weights"
+        weights_text = explanation["reasons"][-1]["text"]
+        if "the session model" in weights_text:
+            read = "on your current session" if live else "on your earlier visits"
+            assert f"the session model {read}" in weights_text
 
 
 def test_explanations_for_a_cold_visitor(client):
@@ -229,6 +256,8 @@ def test_explanations_for_a_cold_visitor(client):
     assert body["is_fallback"] is True
     for item in body["items"]:
         assert item["explanation"]["funnel_stage"] == "new"
+        assert item["explanation"]["summary"].startswith(
+            "Ranked by popularity, because the funnel-aware hybrid had nothing to personalise from. ")
         assert item["explanation"]["reasons"]
 
 

@@ -262,6 +262,7 @@ def _recommendation_response(
                 session_item_ids=session_item_ids,
                 component_weights=weights,
                 funnel_stage="new" if anonymous else None,
+                is_fallback=bool(getattr(recs, "is_fallback", False)),
             )
         for item, explanation in zip(items, explanations, strict=True):
             item["explanation"] = explanation.to_dict()

@@ -22,7 +22,11 @@ evidence ``kind``         fact (all counts are distinct visitors or distinct ite
                           (``"purchases"``) or live session (``"live_session"``)
 ``category_rank``         ``item_id`` ranks ``rank`` of ``n_items`` items of its category by events
 ``popularity``            ``item_id`` has ``count`` events, rank ``rank`` of ``n_items`` items
-``component_weights``     the weights the caller (a hybrid model) passed in, normalised
+``component_weights``     the weights the caller (a hybrid model) passed in, normalised; the
+                          sentence names only components with a weight above 0, by what they
+                          are ("the session model"), and says what they read only as far as the
+                          request shows it: "on your current session" when it had a live
+                          session, "on your earlier visits" for a visitor with training events
 ``new_item``              ``item_id`` has no event in the training data
 ========================  =====================================================================
 
@@ -34,7 +38,18 @@ The ``source`` of a co-occurrence says where the visitor's ``source_item_id`` co
 ``"last_session"`` (viewed in the visitor's last training session) or ``"live_session"`` (the
 ``session_item_ids`` passed in). A reason type without evidence is left out; an item with no
 evidence at all gets one popularity reason with its real event count; an item unknown to
-training gets one honest "new to the catalogue" reason and confidence 0.
+training gets one honest "new to the catalogue" reason and confidence 0. A live session none of
+whose items is known counts as no session (the models drop unknown items too).
+
+Order and summary
+-----------------
+Reasons are told evidence first: facts about the visitor (the personal kinds above), then facts
+about the item (category rank, popularity), then the model's component weights; within each
+group, strongest first (stage-weighted strength, below). :meth:`Explanation.get_summary` names
+what ranked the item, then the leading reason: "Ranked by ALS (collaborative filtering). Goes
+with item 10, ...". A fallback list (the model could not personalise) reads "Ranked by
+popularity, because ALS (collaborative filtering) had nothing to personalise from." and tells
+no component weights.
 
 Funnel awareness
 ----------------
@@ -52,15 +67,23 @@ repeat_buyer   2.0     1.0      1.2            1.3      0.5
 =============  ======  =======  =============  =======  ==========
 
 so a visitor with items in the cart hears about complements of the cart first ("intent"), a
-browser about categories and what is popular, a returning buyer about what goes with previous
+browser about the categories they browse, a returning buyer about what goes with previous
 purchases ("intent": co-purchases of bought items; "content": the category of a bought item).
+
+Cost
+----
+Explaining a list costs numpy work over the visitor's items times the ``n`` listed items (binary
+searches in the co-occurrence rows, :func:`pair_counts`), never a loop over events; Python loops
+only format the sentences. Everything per item (categories, ranks, popularity) is computed in
+``fit`` and saved.
 
 Strength and confidence
 -----------------------
 A personal reason carries an evidence mass ``EVIDENCE_WEIGHTS[kind] * count``; its strength is
 ``1 - exp(-mass / evidence_scale)``. Non-personal reasons (popularity, category rank, component
 weights) have small fixed strengths and no mass. ``Reason.weight`` is the reason's share of the
-stage-weighted strengths (the weights of one explanation sum to 1). ``confidence`` is
+stage-weighted strengths (the weights of one explanation sum to 1; they decrease within each
+group of the order above, not necessarily across groups). ``confidence`` is
 ``1 - exp(-sum of masses / evidence_scale)``: 0 without personal evidence, growing with it.
 
 Persistence
@@ -138,20 +161,67 @@ POPULARITY_STRENGTH = 0.1
 CATEGORY_RANK_STRENGTH = 0.08
 COMPONENT_STRENGTH = 0.1
 
-#: Component names a hybrid model may pass in ``component_weights`` -> (reason type, wording).
+#: Component names a hybrid model may pass in ``component_weights`` -> (reason type, what the
+#: component is). The name says what the component is, never what it read: that is added from
+#: the request (see :data:`REQUEST_READERS`).
 COMPONENT_LABELS: dict[str, tuple[ReasonType, str]] = {
-    "session": (_T.SESSION, "your current session"),
-    "short_term": (_T.SESSION, "your current session"),
-    "sequential": (_T.SESSION, "your current session"),
-    "history": (_T.COLLABORATIVE, "your history"),
-    "long_term": (_T.COLLABORATIVE, "your history"),
-    "cf": (_T.COLLABORATIVE, "shoppers like you"),
-    "collaborative": (_T.COLLABORATIVE, "shoppers like you"),
-    "content": (_T.CONTENT, "items similar to yours"),
+    "session": (_T.SESSION, "the session model"),
+    "short_term": (_T.SESSION, "the session model"),
+    "sequential": (_T.SESSION, "the session model"),
+    "history": (_T.COLLABORATIVE, "the history model"),
+    "long_term": (_T.COLLABORATIVE, "the history model"),
+    "cf": (_T.COLLABORATIVE, "visitors like you"),
+    "collaborative": (_T.COLLABORATIVE, "visitors like you"),
+    "content": (_T.CONTENT, "the item-similarity model"),
     "popular": (_T.POPULARITY, "what is popular"),
     "popularity": (_T.POPULARITY, "what is popular"),
     "intent": (_T.INTENT, "where you are in your shopping"),
 }
+#: Components that read the live session when the request has one, else the visitor's history
+#: (what the funnel-aware hybrid does with its session and content components).
+REQUEST_READERS = frozenset({"session", "short_term", "sequential", "content"})
+#: Components that read the visitor's history only.
+HISTORY_READERS = frozenset({"history", "long_term"})
+
+#: Model name (letters and digits, lower case: ``"funnel_hybrid"`` and ``"FunnelAwareHybrid"``
+#: alike) -> what ranked the item, as the explanation's summary names it.
+MODEL_DESCRIPTIONS: dict[str, str] = {
+    "popular": "Popular (the most-interacted items)",
+    "als": "ALS (collaborative filtering)",
+    "item2vec": "Item2Vec (item similarity)",
+    "twotower": "Two-Tower (neural retrieval)",
+    "gru4rec": "GRU4Rec (recurrent sequence model)",
+    "sasrec": "SASRec (self-attention sequence model)",
+    "sessionknn": "SessionKNN (similar sessions)",
+    "funnelhybrid": "the funnel-aware hybrid",
+    "funnelawarehybrid": "the funnel-aware hybrid",
+}
+
+#: Evidence kinds by the order reasons are told in: facts about the visitor (0), facts about the
+#: item (1), what the model said of its own weights (2). Strength orders reasons within a group.
+PERSONAL_KINDS = frozenset(EVIDENCE_WEIGHTS)
+_MODEL_KINDS = frozenset({"component_weights"})
+_TYPE_RANK = {t: i for i, t in enumerate(ReasonType)}
+
+
+def _group(kind: str) -> int:
+    return 0 if kind in PERSONAL_KINDS else (2 if kind in _MODEL_KINDS else 1)
+
+
+def _model_key(model_name: str) -> str:
+    return "".join(ch for ch in str(model_name).lower() if ch.isalnum())
+
+
+def describe_model(model_name: str) -> str:
+    """What ranked the items, in words (``"als"`` -> ``"ALS (collaborative filtering)"``)."""
+    return MODEL_DESCRIPTIONS.get(_model_key(model_name), str(model_name))
+
+
+def _ranked_by(model_name: str, is_fallback: bool) -> str:
+    description = describe_model(model_name)
+    if is_fallback and _model_key(model_name) != "popular":
+        return f"Ranked by popularity, because {description} had nothing to personalise from."
+    return f"Ranked by {description}."
 
 #: Evidence kind -> (what visitors did with the source item, what they did with the target).
 _SIDES: dict[str, tuple[str, str]] = {
@@ -185,7 +255,12 @@ class Reason:
 
 @dataclass
 class Explanation:
-    """Why ``item_id`` was recommended: reasons (strongest first) and a confidence in [0, 1]."""
+    """Why ``item_id`` was recommended: reasons and a confidence in [0, 1].
+
+    ``reasons`` come evidence first: facts about the visitor, then facts about the item, then the
+    model's own component weights; strongest first within each group. ``ranked_by`` names what
+    ranked the item ("Ranked by ALS (collaborative filtering).").
+    """
 
     item_id: int
     score: float
@@ -194,15 +269,16 @@ class Explanation:
     confidence: float = 0.0
     funnel_stage: str = FunnelStage.NEW.value
     visitor_id: int | None = None
+    ranked_by: str = ""
 
     def get_summary(self) -> str:
-        """One sentence: the strongest reason."""
+        """What ranked the item, then the leading reason."""
         if not self.reasons:
             return f"No explanation is available for item {self.item_id}."
-        return self.reasons[0].text
+        return f"{self.ranked_by} {self.reasons[0].text}" if self.ranked_by else self.reasons[0].text
 
     def get_full_explanation(self) -> str:
-        """All reasons, strongest first, as numbered lines."""
+        """All reasons, in order, as numbered lines."""
         return "\n".join(f"{i}. {reason.text}" for i, reason in enumerate(self.reasons, start=1))
 
     def to_dict(self) -> dict[str, Any]:
@@ -219,8 +295,13 @@ class Explanation:
         }
 
 
+_PLAIN_SCALARS = (int, float, str, bool)
+
+
 def _plain(value: Any) -> Any:
     """Numpy scalars/arrays and nested containers -> plain Python types."""
+    if value is None or type(value) in _PLAIN_SCALARS:  # the common case, checked cheaply
+        return value
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple | np.ndarray):
@@ -274,6 +355,39 @@ def cooccurrence(
     return sp.vstack(blocks, format="csr").astype(np.int32)
 
 
+def pair_counts(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``matrix[rows][:, cols]`` as a dense int64 array, by binary search in the rows' entries.
+
+    ``matrix`` must have sorted column indices within each row (as :func:`cooccurrence` writes
+    them). Costs O(entries of ``rows`` + len(rows) * len(cols) * log), with none of scipy's
+    per-call overhead: this runs once per relation and request.
+    """
+    out = np.zeros((len(rows), len(cols)), dtype=np.int64)
+    starts = matrix.indptr[rows].astype(np.int64)
+    lengths = matrix.indptr[rows + 1].astype(np.int64) - starts
+    total = int(lengths.sum())
+    if total == 0 or len(cols) == 0:
+        return out
+    # positions of every entry of the chosen rows, row after row
+    pos = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
+    width = matrix.shape[1]
+    local_row = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
+    keys = local_row * width + matrix.indices[pos]  # sorted: rows in order, columns sorted
+    query = (np.arange(len(rows), dtype=np.int64)[:, None] * width + cols[None, :]).ravel()
+    found = np.minimum(np.searchsorted(keys, query), total - 1)
+    hit = keys[found] == query
+    out.ravel()[hit] = matrix.data[pos[found[hit]]]
+    return out
+
+
+def _member(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``np.isin(values, sorted_values)`` for a sorted ``sorted_values``, by binary search."""
+    if len(sorted_values) == 0:
+        return np.zeros(len(values), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
+    return sorted_values[pos] == values
+
+
 # --------------------------------------------------------------------------- the explainer
 @dataclass
 class _Visitor:
@@ -281,12 +395,17 @@ class _Visitor:
 
     visitor_id: int
     stage: str
+    known: bool  # the visitor has events in the training data
     viewed: np.ndarray
     carted_open: np.ndarray  # added to cart, never bought
-    cart_adds: dict[int, int]  # item idx -> number of addtocart events (for carted_open)
+    cart_adds: np.ndarray  # number of addtocart events, aligned with carted_open
     bought: np.ndarray
-    session: np.ndarray  # the live session if given, else the last training session's views
-    session_source: str  # "live_session" | "last_session"
+    session: np.ndarray  # the live session (its known items), else the last training session's views
+    session_source: str  # "live_session" (a live session with a known item) | "last_session"
+
+    @property
+    def live(self) -> bool:
+        return self.session_source == "live_session"
 
 
 @dataclass
@@ -378,6 +497,7 @@ class RecommendationExplainer:
         self.co_view_ = cooccurrence(views_b, views_b, self.max_neighbors)
         self.co_purchase_ = cooccurrence(buys_b, buys_b, self.max_neighbors)
         self.view_buy_ = cooccurrence(views_b, buys_b, self.max_neighbors)
+        self._relations_ = None  # built from the matrices above on first use
 
         # the visitor's last session: views in the session of their latest event
         if SESSION_ID in events.columns:
@@ -458,6 +578,7 @@ class RecommendationExplainer:
         component_weights: Mapping[str, float] | None = None,
         *,
         funnel_stage: str | None = None,
+        is_fallback: bool = False,
     ) -> Explanation:
         """Explain one recommended item for one visitor (``funnel_stage`` overrides the stage)."""
         return self.explain_batch(
@@ -467,6 +588,7 @@ class RecommendationExplainer:
             session_item_ids=session_item_ids,
             component_weights=component_weights,
             funnel_stage=funnel_stage,
+            is_fallback=is_fallback,
         )[0]
 
     def explain_batch(
@@ -478,33 +600,46 @@ class RecommendationExplainer:
         component_weights: Mapping[str, float] | None = None,
         *,
         funnel_stage: str | None = None,
+        is_fallback: bool | None = None,
     ) -> list[Explanation]:
-        """Explain a visitor's recommendations ``[(item_id, score), ...]``, in the same order."""
+        """Explain a visitor's recommendations ``[(item_id, score), ...]``, in the same order.
+
+        ``session_item_ids``: the live session the model was given (``None``: none).
+        ``component_weights`` and ``is_fallback`` default to the attributes of a
+        :class:`~funnelrec.models.base.RecommendationList` passed as ``recommendations``. A
+        fallback list (the model could not personalise) is said to be ranked by popularity, and
+        component weights are not told for it.
+        """
         item_map = self._check_fitted()
+        if component_weights is None:
+            component_weights = getattr(recommendations, "component_weights", None)
+        if is_fallback is None:
+            is_fallback = bool(getattr(recommendations, "is_fallback", False))
         item_ids, scores = _parse_recommendations(recommendations)
         if funnel_stage is not None and funnel_stage not in _STAGES:
             raise ValueError(f"funnel_stage must be one of {_STAGES}, got {funnel_stage!r}")
         visitor = self._visitor(user_id, session_item_ids, funnel_stage)
-        component = self._component_candidate(component_weights, model_name)
+        component = self._component_candidate(component_weights, model_name, visitor)
+        if is_fallback:  # the weights did not rank a fallback list
+            component = None
+        ranked_by = _ranked_by(model_name, is_fallback)
         y_idx = item_map.to_idx(item_ids) if len(item_ids) else np.empty(0, np.int64)
         known = y_idx >= 0
         per_item: list[list[_Candidate]] = [[] for _ in item_ids]
         if known.any():
             for pos, cands in zip(
-                np.flatnonzero(known), self._candidates(visitor, y_idx[known]), strict=True
+                np.flatnonzero(known).tolist(), self._candidates(visitor, y_idx[known]), strict=True
             ):
                 per_item[pos] = cands
         out = []
-        for pos, item_id in enumerate(item_ids):
+        for pos, item_id in enumerate(item_ids.tolist()):
             if not known[pos]:
-                cands = [self._new_item_candidate(int(item_id))]
+                cands = [self._new_item_candidate(item_id)]
             else:
-                cands = list(per_item[pos])
+                cands = per_item[pos]
                 if component is not None:
                     cands.append(component)
-                if not cands:  # cannot happen for a known item (it has events) but stay honest
-                    cands = [self._popularity_candidate(int(y_idx[pos]), visitor.stage, force=True)]
-            out.append(self._assemble(int(item_id), float(scores[pos]), model_name, visitor, cands))
+            out.append(self._assemble(item_id, float(scores[pos]), model_name, visitor, cands, ranked_by))
         return out
 
     # ------------------------------------------------------------------ persistence
@@ -644,27 +779,24 @@ class RecommendationExplainer:
         v = int(self.visitor_map_.to_idx(visitor_id)[0])
         empty = np.empty(0, dtype=np.int64)
         if v >= 0:
-            viewed = self.views_[v].indices.astype(np.int64)
-            bought = self.buys_[v].indices.astype(np.int64)
-            cart_row = self.carts_[v]
-            open_mask = ~np.isin(cart_row.indices, bought)
-            carted_open = cart_row.indices[open_mask].astype(np.int64)
-            cart_adds = dict(zip(carted_open.tolist(), cart_row.data[open_mask].tolist(), strict=True))
-            last_session = self.last_session_views_[v].indices.astype(np.int64)
+            viewed, _ = _row(self.views_, v)
+            bought, _ = _row(self.buys_, v)
+            carted, adds = _row(self.carts_, v)
+            open_mask = ~_member(bought, carted)
+            carted_open, cart_adds = carted[open_mask], adds[open_mask].astype(np.int64)
+            last_session, _ = _row(self.last_session_views_, v)
         else:
-            viewed, bought, carted_open, cart_adds, last_session = empty, empty, empty, {}, empty
+            viewed = bought = carted_open = cart_adds = last_session = empty
+        session, source = last_session, "last_session"
         if session_item_ids is not None:
             ids = np.asarray(list(session_item_ids))
             if ids.size and not np.issubdtype(ids.dtype, np.integer):
                 raise TypeError(f"session_item_ids must be integer ids, got {ids[:3].tolist()}")
             live = self.item_map_.to_idx(ids) if ids.size else empty
-            session, source = np.unique(live[live >= 0]), "live_session"
-        else:
-            session, source = np.sort(last_session), "last_session"
-        return _Visitor(
-            visitor_id, stage, np.sort(viewed), np.sort(carted_open), cart_adds, np.sort(bought),
-            session, source,
-        )
+            live = np.unique(live[live >= 0])
+            if live.size:  # a session of unknown items only is no session to the models either
+                session, source = live, "live_session"
+        return _Visitor(visitor_id, stage, v >= 0, viewed, carted_open, cart_adds, bought, session, source)
 
     # ------------------------------------------------------------------ candidate reasons
     def _label(self, item_id: int) -> str:
@@ -675,38 +807,46 @@ class RecommendationExplainer:
     def _strength(self, mass: float) -> float:
         return float(1.0 - math.exp(-mass / self.evidence_scale))
 
+    def _relations(self) -> dict[str, sp.csr_matrix]:
+        """Evidence kind -> its item x item matrix, rows' indices sorted (checked once)."""
+        relations = getattr(self, "_relations_", None)
+        if relations is None:
+            relations = {"co_view": self.co_view_, "co_purchase": self.co_purchase_,
+                         "view_then_buy": self.view_buy_}
+            for matrix in relations.values():
+                if not matrix.has_sorted_indices:
+                    matrix.sort_indices()
+            self._relations_ = relations
+        return relations
+
     def _best_pairs(
-        self,
-        visitor: _Visitor,
-        sources: np.ndarray,
-        y_idx: np.ndarray,
-        relations: list[tuple[str, sp.csr_matrix]],
+        self, visitor: _Visitor, sources: np.ndarray, y_idx: np.ndarray, kinds: tuple[str, ...]
     ) -> list[tuple[str, int, int, float] | None]:
         """Per target: the strongest (kind, source idx, count, mass) over sources and relations.
 
         Counts are of *other* visitors: the explained visitor's own co-occurrence is taken out.
+        Ties go to the earlier relation, then the smaller source index.
         """
         best: list[tuple[str, int, int, float] | None] = [None] * len(y_idx)
         if len(sources) == 0 or len(y_idx) == 0:
             return best
-        masses, counts, kinds = [], [], []
-        for kind, matrix in relations:
-            sub = matrix[sources][:, y_idx].toarray().astype(np.int64)
+        relations = self._relations()
+        counts = []
+        for kind in kinds:
+            sub = pair_counts(relations[kind], sources, y_idx)
             sub[sources[:, None] == y_idx[None, :]] = 0
             left, right = (visitor.viewed if k == "viewed" else visitor.bought for k in _SIDES[kind])
-            own = np.isin(sources, left)[:, None] & np.isin(y_idx, right)[None, :]
-            sub = np.maximum(sub - own, 0)  # a kept pair the visitor made themself counts one less
-            counts.append(sub)
-            masses.append(sub * EVIDENCE_WEIGHTS[kind])
-            kinds.append(kind)
-        mass = np.stack(masses)  # relation x source x target
-        count = np.stack(counts)
-        flat = mass.reshape(-1, len(y_idx))
-        winner = flat.argmax(axis=0)  # first max: earlier relation, then smaller item id
-        for j, w in enumerate(winner.tolist()):
-            r, s = divmod(w, len(sources))
-            if count[r, s, j] > 0:
-                best[j] = (kinds[r], int(sources[s]), int(count[r, s, j]), float(mass[r, s, j]))
+            own = _member(left, sources)[:, None] & _member(right, y_idx)[None, :]
+            counts.append(np.maximum(sub - own, 0))  # a kept pair the visitor made themself counts one less
+        count = np.stack(counts)  # relation x source x target
+        mass = count * np.array([EVIDENCE_WEIGHTS[k] for k in kinds])[:, None, None]
+        winner = mass.reshape(-1, len(y_idx)).argmax(axis=0)  # first max
+        relation, source = np.divmod(winner, len(sources))
+        columns = np.arange(len(y_idx))
+        best_count = count[relation, source, columns]
+        best_mass = mass[relation, source, columns]
+        for j in np.flatnonzero(best_count > 0).tolist():
+            best[j] = (kinds[relation[j]], int(sources[source[j]]), int(best_count[j]), float(best_mass[j]))
         return best
 
     def _pair_candidate(
@@ -714,12 +854,11 @@ class RecommendationExplainer:
         rtype: ReasonType,
         source: str,
         lead: str,
-        y: int,
+        y_id: int,
         pair: tuple[str, int, int, float],
     ) -> _Candidate:
         kind, x, n, mass = pair
-        item_ids = self.item_map_.ids
-        x_id, y_id = int(item_ids[x]), int(item_ids[y])
+        x_id = int(self.item_map_.ids[x])
         x_label, y_label = self._label(x_id), self._label(y_id)
         verbs = _SIDES[kind]
         who = "other visitor" if n == 1 else "other visitors"
@@ -730,115 +869,119 @@ class RecommendationExplainer:
         return _Candidate(rtype, text, self._strength(mass), mass, evidence)
 
     def _candidates(self, visitor: _Visitor, y_idx: np.ndarray) -> list[list[_Candidate]]:
+        """Candidate reasons of every known target, computed for all targets at once."""
         stage = visitor.stage
         out: list[list[_Candidate]] = [[] for _ in y_idx]
+        y_ids = self.item_map_.ids[y_idx].tolist()
 
         # intent: the item itself waits in the cart
-        for j, y in enumerate(y_idx.tolist()):
-            n = visitor.cart_adds.get(y)
-            if n:
-                y_id = int(self.item_map_.ids[y])
+        if len(visitor.carted_open):
+            pos = np.minimum(np.searchsorted(visitor.carted_open, y_idx), len(visitor.carted_open) - 1)
+            for j in np.flatnonzero(visitor.carted_open[pos] == y_idx).tolist():
+                n = int(visitor.cart_adds[pos[j]])
                 times = "" if n == 1 else (" twice" if n == 2 else f" {n} times")
                 mass = EVIDENCE_WEIGHTS["in_cart"] * n
-                text = f"You added {self._label(y_id)} to your cart{times} and have not bought it yet."
-                evidence = {"kind": "in_cart", "source": "cart", "item_id": y_id, "count": int(n)}
+                text = f"You added {self._label(y_ids[j])} to your cart{times} and have not bought it yet."
+                evidence = {"kind": "in_cart", "source": "cart", "item_id": y_ids[j], "count": n}
                 out[j].append(_Candidate(_T.INTENT, text, self._strength(mass), mass, evidence))
 
-        # intent: complements of the cart, then of previous purchases
-        cart = self._best_pairs(
-            visitor, visitor.carted_open, y_idx,
-            [("co_purchase", self.co_purchase_), ("view_then_buy", self.view_buy_)],
-        )
-        bought = self._best_pairs(visitor, visitor.bought, y_idx, [("co_purchase", self.co_purchase_)])
-        # session: the live session, else the last visit; collaborative: the rest of the viewing
-        # history. Sources are disjoint (cart, purchases, session, history), so no fact is told twice.
+        # intent: complements of the cart, then of previous purchases; session: the live session,
+        # else the last visit; collaborative: the rest of the viewing history. Sources are
+        # disjoint (cart, purchases, session, history), so no fact is told twice.
         funnel_items = np.concatenate([visitor.carted_open, visitor.bought])
         session_items = np.setdiff1d(visitor.session, funnel_items)
-        session = self._best_pairs(
-            visitor, session_items, y_idx, [("view_then_buy", self.view_buy_), ("co_view", self.co_view_)]
-        )
         history_items = np.setdiff1d(visitor.viewed, np.concatenate([funnel_items, visitor.session]))
-        history = self._best_pairs(
-            visitor, history_items, y_idx, [("view_then_buy", self.view_buy_), ("co_view", self.co_view_)]
-        )
-        session_lead = (
-            "You just viewed {x}: " if visitor.session_source == "live_session"
-            else "In your last visit you viewed {x}: "
-        )
+        views = ("view_then_buy", "co_view")
+        session_lead = "You just viewed {x}: " if visitor.live else "In your last visit you viewed {x}: "
         if stage in _EXPLORING:
             history_lead = "Shoppers who browse like you: you viewed {x}, and "
         elif stage in _RETURNING:
             history_lead = "From your browsing history: you viewed {x}, and "
         else:
             history_lead = "You looked at {x}: "
-        for j, y in enumerate(y_idx.tolist()):
-            if cart[j] is not None:
-                lead = "Goes with {x}, which you added to your cart: "
-                out[j].append(self._pair_candidate(_T.INTENT, "cart", lead, y, cart[j]))
-            if bought[j] is not None:
-                lead = "You bought {x}: "
-                out[j].append(self._pair_candidate(_T.INTENT, "purchases", lead, y, bought[j]))
-            if session[j] is not None:
-                out[j].append(
-                    self._pair_candidate(_T.SESSION, visitor.session_source, session_lead, y, session[j])
-                )
-            if history[j] is not None:
-                out[j].append(self._pair_candidate(_T.COLLABORATIVE, "history", history_lead, y, history[j]))
-            content = self._category_candidate(visitor, y)
+        pair_groups = [
+            (_T.INTENT, "cart", "Goes with {x}, which you added to your cart: ", visitor.carted_open,
+             ("co_purchase", "view_then_buy")),
+            (_T.INTENT, "purchases", "You bought {x}: ", visitor.bought, ("co_purchase",)),
+            (_T.SESSION, visitor.session_source, session_lead, session_items, views),
+            (_T.COLLABORATIVE, "history", history_lead, history_items, views),
+        ]
+        for rtype, source, lead, sources, kinds in pair_groups:
+            for j, pair in enumerate(self._best_pairs(visitor, sources, y_idx, kinds)):
+                if pair is not None:
+                    out[j].append(self._pair_candidate(rtype, source, lead, y_ids[j], pair))
+
+        for j, content in enumerate(self._category_candidates(visitor, y_idx, y_ids)):
             if content is not None:
                 out[j].append(content)
-            popularity = self._popularity_candidate(y, stage, force=not out[j])
+        for j, y in enumerate(y_idx.tolist()):
+            popularity = self._popularity_candidate(y, y_ids[j], stage, force=not out[j])
             if popularity is not None:
                 out[j].append(popularity)
         return out
 
-    def _category_candidate(self, visitor: _Visitor, y: int) -> _Candidate | None:
-        if not self.has_category_[y]:
-            return None
-        cat = int(self.item_category_[y])
-        item_ids = self.item_map_.ids
-        y_id = int(item_ids[y])
-
-        def matching(items: np.ndarray) -> np.ndarray:
-            items = items[items != y]
-            return items[self.has_category_[items] & (self.item_category_[items] == cat)]
-
-        options = []
-        if visitor.stage in _RETURNING:
-            options.append(("purchases", visitor.bought))
-        options += [("history", visitor.viewed)]
-        if visitor.session_source == "live_session":
+    def _category_candidates(
+        self, visitor: _Visitor, y_idx: np.ndarray, y_ids: list[int]
+    ) -> list[_Candidate | None]:
+        """Per target: its category among the visitor's items (first source that has it), else
+        its rank in its category; ``None`` for an item without a category."""
+        out: list[_Candidate | None] = [None] * len(y_idx)
+        has = self.has_category_[y_idx]
+        cats = self.item_category_[y_idx]
+        options = [("purchases", visitor.bought)] if visitor.stage in _RETURNING else []
+        options.append(("history", visitor.viewed))
+        if visitor.live:
             options.append(("live_session", visitor.session))
+        pending = has.copy()
+        item_ids = self.item_map_.ids
         for source, items in options:
-            match = matching(items)
-            if len(match) == 0:
+            if not pending.any():
+                break
+            if len(items) == 0:
                 continue
-            m = len(match)
-            examples = [int(i) for i in item_ids[match[:3]]]
-            first = self._label(examples[0])
-            if source == "purchases" and m == 1:
-                text = f"Same category ({cat}) as {first}, which you bought."
-            elif source == "purchases":
-                others = f"{m - 1} other item{'s' if m > 2 else ''}"
-                text = f"Same category ({cat}) as {first} and {others} you bought."
-            elif source == "history":
-                what = "1 item" if m == 1 else f"{m} items"
-                text = f"Matches your interest in category {cat}: you viewed {what} there, e.g. {first}."
-            else:
-                what = first if m == 1 else f"{first} and {m - 1} more"
-                text = f"In category {cat}, like {what} in your current session."
-            mass = EVIDENCE_WEIGHTS["category_match"] * m
-            evidence = {"kind": "category_match", "source": source, "item_id": y_id,
-                        "category_id": cat, "matching_item_ids": examples, "count": m}
-            return _Candidate(_T.CONTENT, text, self._strength(mass), mass, evidence)
-        rank, size = int(self.category_rank_[y]), int(self.category_size_[y])
-        text = f"From category {cat}, where it ranks #{rank} of {size} items by interactions."
-        evidence = {"kind": "category_rank", "item_id": y_id, "category_id": cat, "rank": rank,
-                    "n_items": size}
-        strength = CATEGORY_RANK_STRENGTH * (1.0 - (rank - 1) / max(size, 1))
-        return _Candidate(_T.CONTENT, text, strength, 0.0, evidence)
+            match = (
+                (self.item_category_[items][:, None] == cats[None, :])
+                & self.has_category_[items][:, None]
+                & (items[:, None] != y_idx[None, :])
+                & pending[None, :]
+            )  # source item x target
+            counts = match.sum(axis=0)
+            first = match & (np.cumsum(match, axis=0) <= 3)  # the first three, in item order
+            targets, rows = np.nonzero(first.T)
+            examples: dict[int, list[int]] = {}
+            for j, i in zip(targets.tolist(), item_ids[items[rows]].tolist(), strict=True):
+                examples.setdefault(j, []).append(i)
+            for j, m in ((j, int(counts[j])) for j in np.flatnonzero(counts).tolist()):
+                out[j] = self._category_match(source, int(cats[j]), y_ids[j], examples[j], m)
+            pending &= counts == 0
+        for j in np.flatnonzero(pending).tolist():
+            cat, rank, size = int(cats[j]), int(self.category_rank_[y_idx[j]]), int(self.category_size_[y_idx[j]])
+            text = f"From category {cat}, where it ranks #{rank} of {size} items by interactions."
+            evidence = {"kind": "category_rank", "item_id": y_ids[j], "category_id": cat, "rank": rank,
+                        "n_items": size}
+            strength = CATEGORY_RANK_STRENGTH * (1.0 - (rank - 1) / max(size, 1))
+            out[j] = _Candidate(_T.CONTENT, text, strength, 0.0, evidence)
+        return out
 
-    def _popularity_candidate(self, y: int, stage: str, *, force: bool) -> _Candidate | None:
+    def _category_match(self, source: str, cat: int, y_id: int, examples: list[int], m: int) -> _Candidate:
+        first = self._label(examples[0])
+        if source == "purchases" and m == 1:
+            text = f"Same category ({cat}) as {first}, which you bought."
+        elif source == "purchases":
+            others = f"{m - 1} other item{'s' if m > 2 else ''}"
+            text = f"Same category ({cat}) as {first} and {others} you bought."
+        elif source == "history":
+            what = "1 item" if m == 1 else f"{m} items"
+            text = f"Matches your interest in category {cat}: you viewed {what} there, e.g. {first}."
+        else:
+            what = first if m == 1 else f"{first} and {m - 1} more"
+            text = f"In category {cat}, like {what} in your current session."
+        mass = EVIDENCE_WEIGHTS["category_match"] * m
+        evidence = {"kind": "category_match", "source": source, "item_id": y_id,
+                    "category_id": cat, "matching_item_ids": examples, "count": m}
+        return _Candidate(_T.CONTENT, text, self._strength(mass), mass, evidence)
+
+    def _popularity_candidate(self, y: int, y_id: int, stage: str, *, force: bool) -> _Candidate | None:
         count = int(self.popularity_[y])
         if count <= 0 and not force:
             return None
@@ -851,7 +994,6 @@ class RecommendationExplainer:
             lead = "A popular pick"
         what = "1 interaction" if count == 1 else f"{count} interactions"
         text = f"{lead}: {what}, #{rank} of {n} items."
-        y_id = int(self.item_map_.ids[y])
         evidence = {"kind": "popularity", "item_id": y_id, "count": count, "rank": rank, "n_items": n}
         strength = POPULARITY_STRENGTH * (1.0 - (rank - 1) / max(n, 1))
         return _Candidate(_T.POPULARITY, text, strength, 0.0, evidence)
@@ -861,9 +1003,21 @@ class RecommendationExplainer:
         evidence = {"kind": "new_item", "item_id": item_id, "count": 0}
         return _Candidate(_T.POPULARITY, text, 1.0, 0.0, evidence)
 
+    @staticmethod
+    def _component_label(name: str, visitor: _Visitor) -> tuple[ReasonType, str]:
+        """What the component is and, where the request shows it, what it read."""
+        key = name.lower()
+        rtype, label = COMPONENT_LABELS.get(key, (_T.COLLABORATIVE, f"the {name} component"))
+        if key in REQUEST_READERS and visitor.live:
+            label += " on your current session"
+        elif key in REQUEST_READERS | HISTORY_READERS and visitor.known:
+            label += " on your earlier visits"
+        return rtype, label
+
     def _component_candidate(
-        self, weights: Mapping[str, float] | None, model_name: str
+        self, weights: Mapping[str, float] | None, model_name: str, visitor: _Visitor
     ) -> _Candidate | None:
+        """The model's component weights, in words: only components that counted are named."""
         if weights is None:
             return None
         if not isinstance(weights, Mapping) or not weights:
@@ -876,31 +1030,36 @@ class RecommendationExplainer:
         if total <= 0:
             raise ValueError(f"component_weights must not all be zero, got {values}")
         shares = {k: v / total for k, v in values.items()}
-        ranked = sorted(shares.items(), key=lambda kv: (-kv[1], kv[0]))
+        # a component with weight 0 had no input in this request (or did not count): not named
+        ranked = sorted(((k, v) for k, v in shares.items() if v > 0), key=lambda kv: (-kv[1], kv[0]))
         top, share = ranked[0]
-        rtype, label = COMPONENT_LABELS.get(top.lower(), (_T.COLLABORATIVE, f"the {top} component"))
-
-        def describe(name: str) -> str:
-            return COMPONENT_LABELS.get(name.lower(), (None, f"the {name} component"))[1]
-
+        rtype, label = self._component_label(top, visitor)
+        model = describe_model(model_name)
         if share >= 0.5:
-            text = f"Mostly from {label} ({share:.0%} of the {model_name} weight)."
+            text = f"Mostly from {label} ({_percent(share)} of the weight in {model})."
         else:
-            parts = ", ".join(f"{describe(k)} {v:.0%}" for k, v in ranked)
-            text = f"A blend in {model_name}: {parts}."
-        evidence = {"kind": "component_weights", "dominant": top,
-                    "component_weights": {k: float(v) for k, v in shares.items()}}
+            parts = ", ".join(f"{self._component_label(k, visitor)[1]} {_percent(v)}" for k, v in ranked)
+            text = f"A blend in {model}: {parts}."
+        evidence = {"kind": "component_weights", "dominant": top, "component_weights": shares}
         return _Candidate(rtype, text, COMPONENT_STRENGTH * share, 0.0, evidence)
 
     # ------------------------------------------------------------------ ranking
     def _assemble(
-        self, item_id: int, score: float, model_name: str, visitor: _Visitor, cands: list[_Candidate]
+        self,
+        item_id: int,
+        score: float,
+        model_name: str,
+        visitor: _Visitor,
+        cands: list[_Candidate],
+        ranked_by: str,
     ) -> Explanation:
+        """Order the reasons (evidence group, then stage-weighted strength) and give their shares."""
         table = STAGE_PRIORITY.get(visitor.stage, STAGE_PRIORITY[FunnelStage.NEW])
-        type_order = list(ReasonType)
         priorities = [c.strength * table[c.type] for c in cands]
+        groups = [_group(c.evidence["kind"]) for c in cands]
         order = sorted(
-            range(len(cands)), key=lambda i: (-priorities[i], type_order.index(cands[i].type), i)
+            range(len(cands)),
+            key=lambda i: (groups[i], -priorities[i], _TYPE_RANK[cands[i].type], i),
         )
         total = sum(priorities)
         reasons = [
@@ -908,7 +1067,7 @@ class RecommendationExplainer:
                 type=cands[i].type,
                 text=cands[i].text,
                 weight=float(priorities[i] / total) if total > 0 else 1.0 / len(cands),
-                evidence=_plain(cands[i].evidence),
+                evidence=dict(cands[i].evidence),
             )
             for i in order
         ]
@@ -922,7 +1081,22 @@ class RecommendationExplainer:
             confidence=float(min(max(confidence, 0.0), 1.0)),
             funnel_stage=str(visitor.stage),
             visitor_id=visitor.visitor_id,
+            ranked_by=ranked_by,
         )
+
+
+def _row(matrix: sp.csr_matrix, row: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted column indices (int64) and values of one row of a CSR matrix, without scipy's slicing."""
+    lo, hi = int(matrix.indptr[row]), int(matrix.indptr[row + 1])
+    cols, data = matrix.indices[lo:hi].astype(np.int64), matrix.data[lo:hi]
+    if len(cols) > 1 and (np.diff(cols) < 0).any():
+        order = np.argsort(cols, kind="stable")
+        cols, data = cols[order], data[order]
+    return cols, data
+
+
+def _percent(share: float) -> str:
+    return "<1%" if share < 0.005 else f"{share:.0%}"
 
 
 # --------------------------------------------------------------------------- persistence helpers
@@ -1000,6 +1174,10 @@ def _parse_recommendations(
 __all__: list[str] = [
     "COMPONENT_LABELS",
     "EVIDENCE_WEIGHTS",
+    "HISTORY_READERS",
+    "MODEL_DESCRIPTIONS",
+    "PERSONAL_KINDS",
+    "REQUEST_READERS",
     "FunnelStageTable",
     "STAGE_PRIORITY",
     "Explanation",
@@ -1007,4 +1185,6 @@ __all__: list[str] = [
     "ReasonType",
     "RecommendationExplainer",
     "cooccurrence",
+    "describe_model",
+    "pair_counts",
 ]
