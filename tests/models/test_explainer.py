@@ -26,6 +26,7 @@ from funnelrec.models.explainable.explainer import (
     ReasonType,
     RecommendationExplainer,
     cooccurrence,
+    pair_counts,
 )
 
 T0 = 1_430_000_000_000
@@ -372,6 +373,16 @@ def test_cooccurrence_matches_dense_product_and_keeps_top_n():
     for row in range(dense.shape[0]):  # and they are the row's largest
         if kept[row].any():
             assert top[row][kept[row]].min() >= np.max(dense[row][~kept[row]], initial=0)
+
+
+def test_pair_counts_is_the_dense_slice():
+    rng = np.random.default_rng(1)
+    matrix = cooccurrence(*(sp.csr_matrix((rng.random((30, 25)) < 0.3).astype(np.int32)) for _ in range(2)),
+                          top_n=6, block_size=4)
+    for rows, cols in (([3, 0, 3, 24], [5, 5, 0, 24, 1]), ([], [1, 2]), ([7], []), (list(range(25)), list(range(25)))):
+        rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+        expected = matrix.toarray()[rows][:, cols] if len(rows) and len(cols) else np.zeros((len(rows), len(cols)))
+        np.testing.assert_array_equal(pair_counts(matrix, rows, cols), expected)
 
 
 # --------------------------------------------------------------------------- faithfulness

@@ -808,14 +808,16 @@ class RecommendationExplainer:
         return float(1.0 - math.exp(-mass / self.evidence_scale))
 
     def _relations(self) -> dict[str, sp.csr_matrix]:
-        """Evidence kind -> its item x item matrix, rows' indices sorted (checked once)."""
+        """Evidence kind -> its item x item matrix, rows' indices sorted (checked once).
+
+        Never sorts in place: concurrent requests may build this at once, and they share the
+        matrices.
+        """
         relations = getattr(self, "_relations_", None)
         if relations is None:
-            relations = {"co_view": self.co_view_, "co_purchase": self.co_purchase_,
-                         "view_then_buy": self.view_buy_}
-            for matrix in relations.values():
-                if not matrix.has_sorted_indices:
-                    matrix.sort_indices()
+            matrices = {"co_view": self.co_view_, "co_purchase": self.co_purchase_,
+                        "view_then_buy": self.view_buy_}
+            relations = {kind: m if m.has_sorted_indices else m.sorted_indices() for kind, m in matrices.items()}
             self._relations_ = relations
         return relations
 
@@ -951,8 +953,8 @@ class RecommendationExplainer:
             examples: dict[int, list[int]] = {}
             for j, i in zip(targets.tolist(), item_ids[items[rows]].tolist(), strict=True):
                 examples.setdefault(j, []).append(i)
-            for j, m in ((j, int(counts[j])) for j in np.flatnonzero(counts).tolist()):
-                out[j] = self._category_match(source, int(cats[j]), y_ids[j], examples[j], m)
+            for j in np.flatnonzero(counts).tolist():
+                out[j] = self._category_match(source, int(cats[j]), y_ids[j], examples[j], int(counts[j]))
             pending &= counts == 0
         for j in np.flatnonzero(pending).tolist():
             cat, rank, size = int(cats[j]), int(self.category_rank_[y_idx[j]]), int(self.category_size_[y_idx[j]])
