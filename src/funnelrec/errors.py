@@ -9,3 +9,7 @@ class NotFittedError(RuntimeError):
 
 class ArtifactError(ValueError):
     """A saved model cannot be read: missing, corrupted or written by a newer funnelrec."""
+
+
+class DataError(ValueError):
+    """Input data cannot be used: a bad file, column, value or frame (the message names it)."""

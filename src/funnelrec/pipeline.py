@@ -62,6 +62,8 @@ class PreparedData:
     description: pd.Series
     load_report: str = ""
     category_tree: pd.DataFrame | None = None
+    id_maps: dict[str, pd.Index] = field(default_factory=dict)
+    """Text ids the loader encoded (``string_ids``): role -> ids, code = position."""
 
 
 @dataclass
@@ -79,9 +81,10 @@ class DemoResult:
 
 
 def ensure_data(raw_dir: Path | None = None, scale: str | None = None, seed: int | None = None) -> Path:
-    """Generate synthetic data into ``raw_dir`` unless an ``events.csv`` is already there."""
+    """Generate synthetic data into ``raw_dir`` unless an ``events.csv`` is already there
+    (``raw_dir`` may also be an events file: your own data, never replaced)."""
     raw_dir = Path(raw_dir) if raw_dir is not None else settings.raw_dir
-    if (raw_dir / "events.csv").exists() or (raw_dir / "events.csv.gz").exists():
+    if raw_dir.is_file() or (raw_dir / "events.csv").exists() or (raw_dir / "events.csv.gz").exists():
         return raw_dir
     from funnelrec.data.synthetic import generate_to_dir
 
@@ -91,15 +94,21 @@ def ensure_data(raw_dir: Path | None = None, scale: str | None = None, seed: int
     return raw_dir
 
 
-def prepare_data(raw_dir: Path | None = None, min_session_length: int = 1) -> PreparedData:
+def prepare_data(
+    raw_dir: Path | None = None, min_session_length: int = 1, loader_options: dict[str, Any] | None = None
+) -> PreparedData:
     """Load, sessionise, keep sessions of ``min_session_length``+ events, split by time.
 
-    The default keeps single-event sessions: they hold no next-item target, but they are most of
-    the history of returning visitors, whom the visitor-holdout protocol evaluates.
+    ``raw_dir`` is the data folder or an events file; ``loader_options`` go to
+    :class:`RetailRocketLoader` (``columns``, ``string_ids``, ``timestamp_unit``,
+    ``max_dropped_share``, ``events_file``). Bad data raises :class:`~funnelrec.errors.DataError`
+    (a missing file :class:`FileNotFoundError`). The default keeps single-event sessions: they
+    hold no next-item target, but they are most of the history of returning visitors, whom the
+    visitor-holdout protocol evaluates.
     """
     from funnelrec.data.synthetic import describe
 
-    loader = RetailRocketLoader(raw_dir)
+    loader = RetailRocketLoader(raw_dir, **(loader_options or {}))
     events = loader.load_events()
     builder = SessionBuilder(settings.session_timeout_minutes)
     events = builder.build_sessions(events)
@@ -110,7 +119,8 @@ def prepare_data(raw_dir: Path | None = None, min_session_length: int = 1) -> Pr
         tree = loader.load_category_tree()
     except FileNotFoundError:
         tree = None
-    return PreparedData(events, train, val, test, describe(events), loader.report.summary(), tree)
+    return PreparedData(events, train, val, test, describe(events), loader.report.summary(), tree,
+                        loader.id_maps)
 
 
 def build_model(key: str, fitted: dict[str, Recommender] | None = None, **params: Any) -> Recommender:

