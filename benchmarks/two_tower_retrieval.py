@@ -173,7 +173,7 @@ def cold_start_cases(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame)
 def cold_start_metrics(model, inputs, truths, k: int = 10) -> dict[str, float]:
     hits, recalls, rr, fallback = [], [], [], 0
     for items, truth in zip(inputs, truths, strict=True):
-        recs = model.recommend_by_item_ids(items, n_items=k, exclude_seen=True)
+        recs = model.recommend_by_item_ids(items, n_items=k, exclude_session_items=True)
         fallback += recs.is_fallback
         got = recs.item_ids
         hit = [i for i, item in enumerate(got) if item in set(truth)]

@@ -208,7 +208,7 @@ def sample_explanations(
         for visitor in visitors:
             if visitor is None:
                 # shown to a person: not the items they are looking at right now
-                recs = model.recommend_by_item_ids(live, n_items=n_items, exclude_seen=True)
+                recs = model.recommend_by_item_ids(live, n_items=n_items, exclude_session_items=True)
             else:
                 recs = model.recommend(int(visitor), n_items=n_items)
             explanations = explainer.explain_batch(

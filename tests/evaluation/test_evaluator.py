@@ -140,6 +140,25 @@ def test_evaluate_sessions_ties_against_model(train):
     assert result["recall@1"] == 0.0 and result["recall@5"] == 1.0 and result["mrr@5"] == pytest.approx(0.2)
 
 
+class RepeatLast(FixedScores):
+    """Predicts that the visitor views the last item again."""
+
+    def _score_sessions(self, sessions: Sequences):
+        scores = np.zeros((len(sessions), self.n_items), np.float32)
+        scores[np.arange(len(sessions)), sessions.items[sessions.offsets[1:] - 1]] = 1.0
+        return scores
+
+
+def test_evaluate_sessions_counts_repeat_views(train):
+    # a shop page leaves the session's items out (recommend_by_item_ids' default), but the
+    # next-item protocol keeps its rule: a repeat view is a real next item, ranked unfiltered
+    test = frame([(T0, 7, "view", 12), (T0 + MIN, 7, "view", 12)])
+    model = RepeatLast({}).fit(train)
+    assert 12 not in model.recommend_by_item_ids([12], n_items=1).item_ids
+    result = Evaluator(k_values=[1]).evaluate_sessions(model, test, cutoff=1)
+    assert result["n_events"] == 1 and result["recall@1"] == 1.0
+
+
 def test_bad_arguments(train):
     model = FixedScores(constant=True).fit(train)
     with pytest.raises(ValueError, match="k_values"):

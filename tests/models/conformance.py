@@ -76,7 +76,10 @@ class RecommenderConformance:
         train, _, test = tiny_split
         seen = set(train.loc[train.visitor_id == known_visitor, "item_id"])
         session = [i for i in test["item_id"].unique().tolist() if fitted.item_map_.to_idx([i])[0] >= 0][:3]
-        with_session = fitted.recommend(known_visitor, n_items=10, session_item_ids=session)
+        # which source ranks is checked with the session's own items let in (their exclusion:
+        # test_session_items_excluded_by_default)
+        with_session = fitted.recommend(known_visitor, n_items=10, session_item_ids=session,
+                                        exclude_session_items=False)
         assert len(with_session) == 10 and not with_session.is_fallback
         assert not seen & set(with_session.item_ids)  # the visitor's past items stay excluded
         model_class = type(fitted)
@@ -84,7 +87,7 @@ class RecommenderConformance:
                 or model_class.recommend is not Recommender.recommend):
             return  # reads history and session together: checked in the model's own tests
         if fitted.sequential:  # the live session drives the answer, as for an anonymous visitor
-            expected = fitted.recommend_by_item_ids(session, n_items=fitted.n_items)
+            expected = fitted.recommend_by_item_ids(session, n_items=fitted.n_items, exclude_session_items=False)
             expected = [i for i in expected.item_ids if i not in seen][:10]
         else:  # a history model keeps ranking from the history
             expected = fitted.recommend(known_visitor, n_items=10).item_ids
@@ -134,6 +137,25 @@ class RecommenderConformance:
         # unknown items in a live session are ignored, not fatal
         mixed = fitted.recommend_by_item_ids([*items, -5], n_items=10)
         assert mixed.item_ids == recs.item_ids or len(mixed) == 10
+
+    def test_session_items_excluded_by_default(self, fitted, tiny_split, known_visitor):
+        train, _, _ = tiny_split
+        # the most viewed items: every model ranks them high, so they would show if let in
+        session = [int(i) for i in train["item_id"].value_counts().index[:3]]
+        everything = fitted.recommend_by_item_ids(session, n_items=fitted.n_items, exclude_session_items=False)
+        assert set(session) <= set(everything.item_ids)  # present when asked
+        recs = fitted.recommend_by_item_ids(session, n_items=10)
+        assert len(recs) == 10 and not set(session) & set(recs.item_ids)
+        assert recs.item_ids == [i for i in everything.item_ids if i not in session][:10]
+        single = fitted.recommend_by_item_ids(session[:1], n_items=3)  # the item on the page
+        assert len(single) == 3 and session[0] not in single.item_ids
+        # a known visitor in a live session, and an unknown one (the cold-start answer)
+        for visitor in (known_visitor, -12345):
+            recs = fitted.recommend(visitor, n_items=10, session_item_ids=session)
+            assert len(recs) == 10 and not set(session) & set(recs.item_ids)
+            kept = fitted.recommend(visitor, n_items=fitted.n_items, session_item_ids=session,
+                                    exclude_seen=False, exclude_session_items=False)
+            assert set(session) <= set(kept.item_ids)
 
     def test_similar_items(self, fitted, tiny_split):
         train, _, _ = tiny_split

@@ -62,8 +62,9 @@ def test_popular_session_categories_first():
     frame = _events(rows)
     frame["category_id"] = pd.array(np.where(frame["item_id"] == 1, 100, 200), dtype="Int64")
     model = PopularItemsRecommender().fit(frame)
-    assert model.recommend_by_item_ids([2], n_items=2).item_ids == [2, 1]
-    assert PopularItemsRecommender(use_categories=False).fit(frame).recommend_by_item_ids([2], 2).item_ids == [1, 2]
+    assert model.recommend_by_item_ids([2], n_items=2, exclude_session_items=False).item_ids == [2, 1]
+    assert PopularItemsRecommender(use_categories=False).fit(frame).recommend_by_item_ids(
+        [2], 2, exclude_session_items=False).item_ids == [1, 2]
 
 
 def test_als_checkerboard_recovers_block():

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conformance import RecommenderConformance
 
 from funnelrec.data.encoding import Sequences
 from funnelrec.data.processors.session_builder import SessionBuilder
@@ -31,6 +32,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class TestSASRecConformance(RecommenderConformance):
+    def make_model(self):
+        return SASRecRecommender(epochs=2, **FAST)
 
 
 def item_id(i: np.ndarray | int) -> np.ndarray | int:

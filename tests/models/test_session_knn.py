@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from conformance import RecommenderConformance
 
 from funnelrec.data.encoding import Sequences
 from funnelrec.data.processors.session_builder import SessionBuilder
@@ -34,13 +35,18 @@ def fit(sessions, visitors=None, **params) -> SessionKNNRecommender:
 
 
 def scores_of(model: SessionKNNRecommender, session: list[int]) -> dict[int, float]:
-    return dict(model.recommend_by_item_ids(session, n_items=model.n_items))
+    return dict(model.recommend_by_item_ids(session, n_items=model.n_items, exclude_session_items=False))
 
 
 def as_sequences(model: Recommender, sessions: list[list[int]]) -> Sequences:
     items = model.item_map_.to_idx(np.concatenate([np.asarray(s) for s in sessions]))
     offsets = np.r_[0, np.cumsum([len(s) for s in sessions])].astype(np.int64)
     return Sequences(items, offsets, np.arange(len(sessions)))
+
+
+class TestSessionKNNConformance(RecommenderConformance):
+    def make_model(self):
+        return SessionKNNRecommender()
 
 
 # --------------------------------------------------------------------------- hand-computed case
@@ -184,7 +190,7 @@ def test_top_k_keeps_the_k_most_similar():
 # --------------------------------------------------------------------------- behaviour
 def test_cooccurring_items_rank_first():
     model = fit([[A, B, C]] * 20 + [[D, E]] * 20)
-    ranked = model.recommend_by_item_ids([A], n_items=5).item_ids
+    ranked = model.recommend_by_item_ids([A], n_items=5, exclude_session_items=False).item_ids
     assert set(ranked[:3]) == {A, B, C}
     assert ranked.index(B) < ranked.index(D) and ranked.index(C) < ranked.index(E)
     scores = scores_of(model, [A])

@@ -84,7 +84,9 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` columns per row, best first: ``(idx, scores)``.
 
     Uses ``argpartition`` then sorts only the ``k`` winners. Ties are ordered by column index (a
-    stable, deterministic rule). Entries scoring ``-inf`` (masked) come back as index ``-1``.
+    stable, deterministic rule), at the cut too: of the items tied at the ``k``-th score, those of
+    the lowest indices get in, so the top ``k`` is always a prefix of the top ``k + 1``. Entries
+    scoring ``-inf`` (masked) come back as index ``-1``.
     """
     n_rows, n_cols = scores.shape
     k = min(k, n_cols)
@@ -92,6 +94,7 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return np.empty((n_rows, 0), np.int64), np.empty((n_rows, 0), np.float32)
     if k < n_cols:  # on -scores a NaN sorts last, so it never enters the top k
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        _lowest_indices_win_ties(scores, part, k)
     else:
         part = np.broadcast_to(np.arange(n_cols), (n_rows, n_cols))
     part_scores = np.take_along_axis(scores, part, axis=1)
@@ -100,6 +103,23 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     top_scores = np.take_along_axis(part_scores, order, axis=1).astype(np.float32)
     idx[~np.isfinite(top_scores) & (top_scores < 0)] = -1
     return idx, top_scores
+
+
+def _lowest_indices_win_ties(scores: np.ndarray, part: np.ndarray, k: int) -> None:
+    """Fix ``part`` (``argpartition``'s top ``k`` per row, in place) where the items tied at the
+    ``k``-th score did not all fit: ``argpartition`` picks any of them, the rule is the lowest
+    indices. Only rows with such a tie are touched (rare with continuous scores)."""
+    cut = np.take_along_axis(scores, part, axis=1).min(axis=1)  # the k-th score (NaN: none)
+    tied = scores == cut[:, None]
+    n_tied = tied.sum(axis=1)
+    n_tied_in = (np.take_along_axis(scores, part, axis=1) == cut[:, None]).sum(axis=1)
+    rows = np.flatnonzero((n_tied > n_tied_in) & np.isfinite(cut))
+    if len(rows) == 0:
+        return
+    above = scores[rows] > cut[rows, None]
+    room = k - above.sum(axis=1)
+    keep = above | (tied[rows] & (np.cumsum(tied[rows], axis=1) <= room[:, None]))
+    part[rows] = np.nonzero(keep)[1].reshape(len(rows), k)
 
 
 def rank_in_batches(
@@ -362,6 +382,7 @@ class Recommender(ABC):
         n_items: int = 10,
         exclude_seen: bool = True,
         session_item_ids: Sequence[int] | None = None,
+        exclude_session_items: bool = True,
     ) -> RecommendationList:
         """Top ``n_items`` ``(item_id, score)`` for one visitor, best first.
 
@@ -370,21 +391,28 @@ class Recommender(ABC):
         from it, history models from the visitor's history, the Two-Tower reads both, the hybrid
         fuses both. An unknown visitor gets popular items, those in the session's categories
         first; ``is_fallback`` marks such answers.
+
+        ``exclude_seen`` removes the visitor's past items, ``exclude_session_items`` the live
+        session's own items (the item on the page is not recommended next to itself); both are
+        on by default, as a shop page wants.
         """
         self._check_fitted()
         n = self._check_n(n_items)
         if session_item_ids is not None:
             session_item_ids = id_list(session_item_ids)
+        session = self._session_indices(session_item_ids) if session_item_ids else np.empty(0, np.int64)
+        excluded = session if exclude_session_items else None
         user_idx = int(self.visitor_map_.to_idx([user_id])[0])
         if user_idx < 0:
-            return self._fallback_list(n, session_item_ids)
-        session = self._session_indices(session_item_ids) if session_item_ids else None
-        if session is None or session.size == 0:
+            return self._fallback_list(n, session_item_ids, excluded)
+        if session.size == 0:
             item_ids, scores = self.recommend_batch([user_id], n, exclude_seen)
             return _as_list(item_ids[0], scores[0])
         scores = np.array(self._score_visitor_in_session(user_idx, session), dtype=np.float32)[None, :]  # a copy: masked below
         if exclude_seen:
             mask_rows(scores, self.user_items_[[user_idx]])
+        if excluded is not None:
+            scores[0, excluded] = -np.inf
         top_idx, top_scores = top_k(scores, n)
         return _as_list(*_valid(self, top_idx[0], top_scores[0]))
 
@@ -407,21 +435,28 @@ class Recommender(ABC):
             return self.score_sessions(Sequences.single(session))[0]
         return self.score_users(np.array([user_idx]))[0]
 
-    def _fallback_list(self, n: int, session_item_ids: Sequence[int] | None = None) -> RecommendationList:
+    def _fallback_list(self, n: int, session_item_ids: Sequence[int] | None = None,
+                       excluded: np.ndarray | None = None) -> RecommendationList:
+        """Popular items (the session's categories first), without the item indices ``excluded``."""
         categories = None
         if session_item_ids:
             categories = np.unique(self.item_category_[self._session_indices(session_item_ids)])
-        idx, scores = top_k(self._fallback_scores(1, categories), n)
-        return _as_list(self.item_map_.to_ids(idx[0][idx[0] >= 0]), scores[0][idx[0] >= 0], fallback=True)
+        scores = np.array(self._fallback_scores(1, categories), dtype=np.float32)
+        if excluded is not None and len(excluded):
+            scores[0, excluded] = -np.inf
+        idx, top_scores = top_k(scores, n)
+        return _as_list(self.item_map_.to_ids(idx[0][idx[0] >= 0]), top_scores[0][idx[0] >= 0], fallback=True)
 
     def recommend_by_item_ids(
-        self, item_ids: Sequence[int], n_items: int = 10, exclude_seen: bool = False
+        self, item_ids: Sequence[int], n_items: int = 10, exclude_session_items: bool = True
     ) -> RecommendationList:
         """Recommendations for a live session (items in the order they were seen).
 
         Items unknown to the model are ignored; if none is known the answer is the popularity
-        fallback (``is_fallback``). ``exclude_seen`` removes the session's own items; it is off
-        by default because repeat views are real next items in e-commerce logs.
+        fallback (``is_fallback``). ``exclude_session_items`` (default on, as a shop page wants)
+        keeps the session's own items out of the answer; ``False`` lets them back in (repeat
+        views are real next items in e-commerce logs: the Evaluator's next-item protocol scores
+        sessions without excluding them).
         """
         self._check_fitted()
         n = self._check_n(n_items)
@@ -430,7 +465,7 @@ class Recommender(ABC):
         if known.size == 0:
             return self._fallback_list(n, item_ids)
         scores = self.score_sessions(Sequences.single(known))
-        if exclude_seen:
+        if exclude_session_items:
             scores[0, known] = -np.inf
         top_idx, top_scores = top_k(scores, n)
         return _as_list(*_valid(self, top_idx[0], top_scores[0]))

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from funnelrec.data.encoding import Interactions, Sequences
 from funnelrec.models.base import Recommender, register
 from funnelrec.threads import resolve_threads
+
+
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    """The BLAS libraries of the process, found once: finding them reads /proc/self/maps, which
+    cost 1 ms on every live-session request when done per call."""
+    return ThreadpoolController()
+
+
+def _one_blas_thread():
+    """Context: BLAS on one thread (implicit runs its own thread pool around BLAS calls)."""
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 @register("als")
@@ -58,7 +72,7 @@ class ALSRecommender(Recommender):
         from funnelrec.config import settings
 
         seed = settings.random_seed if self.random_state is None else self.random_state
-        with threadpool_limits(limits=1, user_api="blas"):  # implicit checks this when built
+        with _one_blas_thread():  # implicit checks this when built
             return AlternatingLeastSquares(
                 factors=self.factors,
                 iterations=self.iterations,
@@ -73,7 +87,7 @@ class ALSRecommender(Recommender):
     def _fit(self, data: Interactions, events: pd.DataFrame, val_events: pd.DataFrame | None) -> None:
         backend = self._new_backend()
         # implicit >= 0.5 takes visitor x item; one BLAS thread: implicit runs its own thread pool
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _one_blas_thread():
             backend.fit(data.matrix, show_progress=False)
         self._backend = backend
         self.user_factors_ = np.ascontiguousarray(backend.user_factors, dtype=np.float32)
@@ -89,7 +103,7 @@ class ALSRecommender(Recommender):
             shape=(len(sessions), self.n_items),
         )
         session_items.sum_duplicates()
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _one_blas_thread():
             user_vectors = self._backend.recalculate_user(np.arange(len(sessions)), session_items)
         return np.asarray(user_vectors, dtype=np.float32).reshape(len(sessions), -1) @ self.item_factors_.T
 

@@ -20,7 +20,7 @@ Where the attention learns from (no leakage into the examples it learns from):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,7 @@ from funnelrec.models.base import (
     RecommendationList,
     Recommender,
     _as_list,
+    _lowest_indices_win_ties,
     id_list,
     rank_in_batches,
     register,
@@ -266,12 +267,13 @@ class FunnelAwareHybridRecommender(Recommender):
         history_only = sp.diags((kind == 0).astype(np.float32))
         seen = (history_only @ history_seen[np.maximum(visitor, 0)]).tocsr()
         seen.eliminate_zeros()
-        norm, cand, available = self._component_matrix(scorers, history_map, visitor, prefixes, seen)
+        cand = self._component_matrix(scorers, history_map, visitor, prefixes, seen)
         context = self._context(history_context, visitor, prefixes)
         self.context_mean_ = context.mean(axis=0)
         self.context_std_ = context.std(axis=0) + 1e-6
         # keep examples whose target is a candidate: the attention can only reorder candidates
-        hit = cand[np.arange(len(target)), target]
+        target_slot = (cand.idx == target[:, None]) & cand.valid
+        hit = target_slot.any(axis=1)
         logger.info("Hybrid: {:,} training requests, target among candidates in {:.1%}",
                     len(target), hit.mean() if len(hit) else 0.0)
         rows = np.flatnonzero(hit)
@@ -279,17 +281,12 @@ class FunnelAwareHybridRecommender(Recommender):
         if len(rows) == 0:
             logger.warning("Hybrid: no held-out target among the candidates; keeping uniform weights")
             return
-        cand_lists = [np.flatnonzero(cand[r]) for r in rows]
-        width = max(len(c) for c in cand_lists)
-        padded_scores = np.zeros((len(rows), len(self.roles_), width), np.float32)
-        valid = np.zeros((len(rows), width), bool)
-        target_pos = np.zeros(len(rows), np.int64)
-        for j, (r, cols) in enumerate(zip(rows, cand_lists, strict=True)):  # a few thousand requests
-            padded_scores[j, :, : len(cols)] = norm[:, r, cols]
-            valid[j, : len(cols)] = True
-            target_pos[j] = np.searchsorted(cols, target[r])
+        width = int(cand.valid[rows].sum(axis=1).max())
+        padded_scores = np.ascontiguousarray(cand.norm[:, rows, :width].transpose(1, 0, 2))  # [E, K, width]
+        valid = cand.valid[rows, :width]
+        target_pos = target_slot[rows].argmax(axis=1)
         ctx = torch.from_numpy((context[rows] - self.context_mean_) / self.context_std_).float()
-        avail = torch.from_numpy(available[:, rows].T.copy())
+        avail = torch.from_numpy(cand.available[:, rows].T.copy())
         scores_t = torch.from_numpy(padded_scores)
         padding = torch.from_numpy(np.where(valid, 0.0, -np.inf).astype(np.float32))  # additive mask
         target_t = torch.from_numpy(target_pos)
@@ -317,62 +314,87 @@ class FunnelAwareHybridRecommender(Recommender):
         self.attention_.eval()
 
     # ------------------------------------------------------------------ scoring
-    def _component_scores(self, role: str, model: Recommender, visitor_map, visitor: np.ndarray,
-                          prefixes: Sequences) -> tuple[np.ndarray, np.ndarray]:
-        """Dense scores of one component aligned to this model's items, and which rows it could score."""
-        n = len(visitor)
-        out = np.full((n, self.n_items), np.nan, dtype=np.float32)
+    def _alignment(self, model: Recommender, visitor_map: IdMap) -> _Alignment:
+        """How ``model``'s index spaces map onto this model's items and ``visitor_map``'s visitors.
+
+        Computed once per served component (cached; refitting a component or this model makes a
+        new one), so a request never converts between index spaces through the id maps.
+        """
+        served = visitor_map is self.visitor_map_ and any(model is m for m in self.components.values())
+        cache: dict[int, _Alignment] = self.__dict__.setdefault("_alignment_cache", {})
+        cached = cache.get(id(model)) if served else None
+        if cached is not None and cached.is_for(model, self.item_map_, visitor_map):
+            return cached
+        alignment = _Alignment.between(model, self.item_map_, visitor_map)
+        if served:
+            cache[id(model)] = alignment
+        return alignment
+
+    def _component_scores(self, role: str, model: Recommender, visitor_map: IdMap, visitor: np.ndarray,
+                          prefixes: Sequences, out: np.ndarray) -> np.ndarray:
+        """Write one component's scores, aligned to this model's items, into ``out`` ``[n, items]``
+        (left NaN where the component has no score); returns which rows it could score."""
+        align = self._alignment(model, visitor_map)
         has_session = prefixes.lengths > 0
-        # the component's own indices for the visitor and the session items
-        comp_visitor = np.full(n, -1, np.int64)
-        known = visitor >= 0
-        comp_visitor[known] = model.visitor_map_.to_idx(visitor_map.to_ids(visitor[known]))
+        comp_visitor = align.component_visitors(visitor)
         use_history = (comp_visitor >= 0) & ((role in HISTORY_FIRST) | ~has_session)
         use_session = ~use_history & has_session
-        columns = model.item_map_.to_idx(self.item_map_.ids)  # this model's items in the component
-        present = columns >= 0
         if use_history.any():
             rows = np.flatnonzero(use_history)
-            out[np.ix_(rows, np.flatnonzero(present))] = model.score_users(comp_visitor[rows])[:, columns[present]]
+            align.write(out, rows, model.score_users(comp_visitor[rows]))
         if use_session.any():
             rows = np.flatnonzero(use_session)
-            sub = prefixes.take(rows)
-            comp_items = model.item_map_.to_idx(self.item_map_.to_ids(sub.items))
-            sub = _drop_negative(Sequences(comp_items, sub.offsets, sub.keys))
-            out[np.ix_(rows, np.flatnonzero(present))] = model.score_sessions(sub)[:, columns[present]]
+            sub = prefixes if len(rows) == len(prefixes) else prefixes.take(rows)
+            if align.item_columns is not None:
+                sub = _drop_negative(Sequences(align.item_columns[sub.items], sub.offsets, sub.keys))
+            align.write(out, rows, model.score_sessions(sub))
         available = use_history | use_session
         if role == "popular":  # popularity answers every request
             rest = np.flatnonzero(~available)
             if len(rest):
                 pop = np.asarray(model._fallback_popularity(), dtype=np.float32)
-                out[np.ix_(rest, np.flatnonzero(present))] = pop[columns[present]]
+                align.write(out, rest, np.broadcast_to(pop, (len(rest), len(pop))))
             available[:] = True
         out[~np.isfinite(out)] = np.nan
-        return out, available
+        return available
 
-    def _component_matrix(self, scorers, visitor_map, visitor, prefixes, seen: sp.csr_matrix | None = None):
-        """Normalised scores ``[K, n, items]``, candidate mask ``[n, items]``, availability ``[K, n]``.
+    def _component_matrix(self, scorers, visitor_map: IdMap, visitor: np.ndarray, prefixes: Sequences,
+                          seen: sp.csr_matrix | None = None) -> _Candidates:
+        """Every component's scores of each request's candidates, normalised (see :class:`_Candidates`).
 
+        The candidates of a request are the union of each available component's top
+        ``n_candidates`` items; only they are normalised and fused, never the whole catalogue.
         ``seen`` (``[n, items]``, this model's item indices, or ``None``): items kept out of the
         candidates, so that the candidate slots go to items the visitor can still be offered.
+        Requests are scored in blocks of at most :data:`SCORE_BLOCK_FLOATS` dense scores.
         """
-        n, k = len(visitor), len(self.roles_)
-        raw = np.empty((k, n, self.n_items), dtype=np.float32)
+        n, k, n_items = len(visitor), len(self.roles_), self.n_items
+        kk = min(self.n_candidates, n_items)
+        width = k * kk
+        idx = np.full((n, width), n_items, dtype=np.int64)
+        norm = np.zeros((k, n, width), dtype=np.float32)
         available = np.zeros((k, n), dtype=bool)
-        for j, role in enumerate(self.roles_):
-            raw[j], available[j] = self._component_scores(role, scorers[role], visitor_map, visitor, prefixes)
-        if seen is not None and seen.nnz:
-            row_of = np.repeat(np.arange(n), np.diff(seen.indptr))
-            raw[:, row_of, seen.indices] = np.nan
-        cand = np.zeros((n, self.n_items), dtype=bool)
-        kk = min(self.n_candidates, self.n_items)
-        for j in range(k):
-            scores = np.where(np.isnan(raw[j]), -np.inf, raw[j])
-            idx, top_scores = top_k(scores, kk)
-            ok = (idx >= 0) & available[j][:, None]
-            cand[np.repeat(np.arange(n), kk)[ok.ravel()], idx.ravel()[ok.ravel()]] = True
-        norm = np.stack([_normalise(raw[j], cand, self.score_normalization) for j in range(k)])
-        return norm, cand, available
+        block = max(1, SCORE_BLOCK_FLOATS // max(n_items * (k + 1), 1))
+        for lo in range(0, n, block):
+            hi = min(lo + block, n)
+            sub = prefixes if hi - lo == len(prefixes) else prefixes.take(np.arange(lo, hi))
+            raw = np.full((k, hi - lo, n_items), np.nan, dtype=np.float32)
+            for j, role in enumerate(self.roles_):
+                available[j, lo:hi] = self._component_scores(role, scorers[role], visitor_map, visitor[lo:hi],
+                                                             sub, raw[j])
+            if seen is not None:
+                block_seen = seen[lo:hi]
+                if block_seen.nnz:
+                    raw[:, np.repeat(np.arange(hi - lo), np.diff(block_seen.indptr)), block_seen.indices] = np.nan
+            members = np.stack([_top_members(raw[j], kk, available[j, lo:hi]) for j in range(k)], axis=1)
+            members = np.sort(members.reshape(hi - lo, width), axis=1)
+            members[:, 1:][members[:, 1:] == members[:, :-1]] = n_items  # an item once per request
+            members.sort(axis=1)  # valid candidates first, in item order
+            gathered = np.take_along_axis(raw, np.minimum(members, n_items - 1)[None], axis=2)
+            idx[lo:hi] = members
+            norm[:, lo:hi] = _normalise(gathered, (members < n_items)[None], self.score_normalization)
+        used = int((idx < n_items).sum(axis=1).max(initial=1))
+        return _Candidates(idx[:, :used], idx[:, :used] < n_items, norm[:, :, :used], available)
 
     def _context(self, context_matrix, visitor: np.ndarray, prefixes: Sequences) -> np.ndarray:
         base = np.where((visitor >= 0)[:, None], context_matrix[np.maximum(visitor, 0)], self.default_context_)
@@ -381,10 +403,20 @@ class FunnelAwareHybridRecommender(Recommender):
         return np.hstack([base, extra]).astype(np.float32)
 
     def _weights(self, context: np.ndarray, available: np.ndarray) -> np.ndarray:
+        """The attention's softmax ``[n, K]`` in numpy (a request must not pay torch's call overhead)."""
         self._check_attention()
-        with torch.no_grad():
-            ctx = torch.from_numpy((context - self.context_mean_) / self.context_std_).float()
-            return self.attention_(ctx, torch.from_numpy(available.T.copy())).numpy()
+        cached = self.__dict__.get("_attention_arrays")
+        if cached is None or cached[0] is not self.attention_:
+            linear = self.attention_.linear
+            cached = (self.attention_, linear.weight.detach().cpu().numpy().T.copy(),
+                      linear.bias.detach().cpu().numpy().copy())
+            self._attention_arrays = cached
+        _, weight_t, bias = cached
+        scaled = ((context - self.context_mean_) / self.context_std_).astype(np.float32)
+        logits = np.where(available.T, scaled @ weight_t + bias, -np.inf)
+        with np.errstate(invalid="ignore"):
+            exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+            return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
 
     def _check_attention(self) -> None:
         if not hasattr(self, "attention_"):
@@ -392,27 +424,29 @@ class FunnelAwareHybridRecommender(Recommender):
 
     def _fused(self, visitor: np.ndarray, prefixes: Sequences,
                seen: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Dense fused scores for requests, in blocks; non-candidates rank below candidates.
+        """Dense fused scores for requests and the weights used; non-candidates rank below
+        candidates, in order of popularity.
 
         ``seen``: per request, items kept out of the candidates (see :meth:`_component_matrix`).
         """
-        n = len(visitor)
-        out = np.empty((n, self.n_items), dtype=np.float32)
-        weights_out = np.zeros((n, len(self.roles_)), dtype=np.float32)
-        block = max(1, SCORE_BLOCK_FLOATS // max(self.n_items * (len(self.roles_) + 2), 1))
-        pop = self.item_popularity_ / (self.item_popularity_.max() + 1.0)
-        for lo in range(0, n, block):
-            hi = min(lo + block, n)
-            sub = prefixes.take(np.arange(lo, hi))
-            norm, cand, available = self._component_matrix(self.components, self.visitor_map_, visitor[lo:hi], sub,
-                                                           None if seen is None else seen[lo:hi])
-            weights = self._weights(self._context(self.context_, visitor[lo:hi], sub), available)
-            fused = np.einsum("nk,kni->ni", weights, norm)
-            low = np.where(cand, fused, np.inf).min(axis=1, keepdims=True)
-            low = np.where(np.isfinite(low), low, 0.0)
-            out[lo:hi] = np.where(cand, fused, low - 2.0 + pop)
-            weights_out[lo:hi] = weights
-        return out, weights_out
+        cand = self._component_matrix(self.components, self.visitor_map_, visitor, prefixes, seen)
+        weights = self._weights(self._context(self.context_, visitor, prefixes), cand.available)
+        fused = np.einsum("nk,knc->nc", weights, cand.norm)
+        low = np.where(cand.valid, fused, np.inf).min(axis=1, keepdims=True)
+        low = np.where(np.isfinite(low), low, 0.0).astype(np.float32)
+        out = self._popularity_floor() + (low - 2.0)
+        rows, slots = np.nonzero(cand.valid)
+        out[rows, cand.idx[rows, slots]] = fused[rows, slots]
+        return out, weights
+
+    def _popularity_floor(self) -> np.ndarray:
+        """Popularity scaled into [0, 1): orders the non-candidates below the fused candidates."""
+        cached = self.__dict__.get("_popularity_floor_cache")
+        if cached is None or cached[0] is not self.item_popularity_:
+            pop = self.item_popularity_
+            cached = (pop, (pop / (pop.max(initial=0.0) + 1.0)).astype(np.float32))
+            self._popularity_floor_cache = cached
+        return cached[1]
 
     def _score_similar(self, item_idx: np.ndarray) -> np.ndarray:
         # item-to-item similarity is the content model's job; else the first component that has one
@@ -420,15 +454,17 @@ class FunnelAwareHybridRecommender(Recommender):
             model = self.components.get(role)
             if model is None:
                 continue
-            comp_idx = model.item_map_.to_idx(self.item_map_.to_ids(item_idx))
+            align = self._alignment(model, self.visitor_map_)
+            comp_idx = item_idx if align.item_columns is None else align.item_columns[item_idx]
             if (comp_idx < 0).any():
                 continue
-            columns = model.item_map_.to_idx(self.item_map_.ids)
             try:
                 scores = np.asarray(model._score_similar(comp_idx), dtype=np.float32)
             except NotImplementedError:
                 continue
-            return np.where(columns >= 0, scores[:, np.maximum(columns, 0)], -np.inf)
+            out = np.full((len(item_idx), self.n_items), -np.inf, dtype=np.float32)
+            align.write(out, np.arange(len(item_idx)), scores)
+            return out
         return self._fallback_scores(len(item_idx), self.item_category_[item_idx])
 
     def _history_only(self, user_idx: np.ndarray, keep_seen: bool) -> np.ndarray:
@@ -452,10 +488,11 @@ class FunnelAwareHybridRecommender(Recommender):
 
     # ------------------------------------------------------------------ public extras
     def recommend(self, user_id: int, n_items: int = 10, exclude_seen: bool = True,
-                  session_item_ids=None) -> RecommendationList:
+                  session_item_ids=None, exclude_session_items: bool = True) -> RecommendationList:
         """Top items for a visitor, fusing their live session when ``session_item_ids`` is given.
 
-        The result carries ``component_weights``: how much each component counted.
+        ``exclude_seen`` and ``exclude_session_items`` as in :meth:`Recommender.recommend`. The
+        result carries ``component_weights``: how much each component counted.
         """
         self._check_fitted()
         n = self._check_n(n_items)
@@ -469,17 +506,29 @@ class FunnelAwareHybridRecommender(Recommender):
         if exclude_seen and visitor[0] >= 0:
             row = self.user_items_[visitor[0]]
             scores[0, row.indices] = -np.inf
+        return self._ranked(scores, weights, n, prefixes.items if exclude_session_items else None)
+
+    def recommend_by_item_ids(self, item_ids, n_items: int = 10,
+                              exclude_session_items: bool = True) -> RecommendationList:
+        """As :meth:`Recommender.recommend_by_item_ids`, with ``component_weights`` on the result."""
+        self._check_fitted()
+        n = self._check_n(n_items)
+        item_ids = id_list(item_ids)
+        known = self._session_indices(item_ids)
+        if known.size == 0:
+            return self._fallback_list(n, item_ids)
+        scores, weights = self._fused(np.array([-1], np.int64), Sequences.single(known))
+        return self._ranked(scores, weights, n, known if exclude_session_items else None)
+
+    def _ranked(self, scores: np.ndarray, weights: np.ndarray, n: int,
+                excluded: np.ndarray | None) -> RecommendationList:
+        """The top ``n`` of one request's fused ``scores`` (``excluded`` item indices left out)."""
+        if excluded is not None and len(excluded):
+            scores[0, excluded] = -np.inf
         idx, top = top_k(scores, n)
         keep = idx[0] >= 0
         result = _as_list(self.item_map_.to_ids(idx[0][keep]), top[0][keep])
         result.component_weights = dict(zip(self.roles_, weights[0].astype(float).round(6).tolist(), strict=True))
-        return result
-
-    def recommend_by_item_ids(self, item_ids, n_items: int = 10, exclude_seen: bool = False) -> RecommendationList:
-        item_ids = id_list(item_ids)
-        result = super().recommend_by_item_ids(item_ids, n_items, exclude_seen)
-        if not result.is_fallback:
-            result.component_weights = self.explain_weights(None, item_ids)
         return result
 
     def explain_weights(self, visitor_id: int | None = None, session_item_ids=None) -> dict[str, float]:
@@ -488,8 +537,7 @@ class FunnelAwareHybridRecommender(Recommender):
         visitor, prefixes = self._request(visitor_id, session_item_ids)
         available = np.zeros((len(self.roles_), 1), dtype=bool)
         for j, role in enumerate(self.roles_):
-            model = self.components[role]
-            known = visitor[0] >= 0 and model.visitor_map_.to_idx(self.visitor_map_.to_ids(visitor))[0] >= 0
+            known = self._alignment(self.components[role], self.visitor_map_).component_visitors(visitor)[0] >= 0
             available[j, 0] = role == "popular" or known or prefixes.lengths[0] > 0
         weights = self._weights(self._context(self.context_, visitor, prefixes), available)[0]
         return dict(zip(self.roles_, weights.astype(float).round(6).tolist(), strict=True))
@@ -532,6 +580,74 @@ class FunnelAwareHybridRecommender(Recommender):
 
 
 # --------------------------------------------------------------------------- helpers
+class _Candidates(NamedTuple):
+    """The candidates of a block of requests, in compact form (``C`` slots per request).
+
+    ``idx`` ``[n, C]``: candidate item indices, ascending, padded with ``n_items``; ``valid``
+    ``[n, C]``: which slots hold a candidate; ``norm`` ``[K, n, C]``: each component's normalised
+    score of each candidate (0 where it has none); ``available`` ``[K, n]``: which components
+    could score each request.
+    """
+
+    idx: np.ndarray
+    valid: np.ndarray
+    norm: np.ndarray
+    available: np.ndarray
+
+
+class _Alignment(NamedTuple):
+    """A component's index spaces against the hybrid's: ``None`` where they are the same (the
+    usual case: components fitted on the same events), else the component's index of each of
+    the hybrid's items (``item_columns``, -1 where unknown) and visitors (``visitor_rows``)."""
+
+    model: Recommender
+    item_map: IdMap
+    visitor_map: IdMap
+    item_columns: np.ndarray | None
+    visitor_rows: np.ndarray | None
+
+    @classmethod
+    def between(cls, model: Recommender, item_map: IdMap, visitor_map: IdMap) -> _Alignment:
+        def same(a: IdMap, b: IdMap) -> bool:
+            return a is b or (len(a) == len(b) and np.array_equal(a.ids, b.ids))
+
+        columns = None if same(model.item_map_, item_map) else model.item_map_.to_idx(item_map.ids)
+        rows = None if same(model.visitor_map_, visitor_map) else model.visitor_map_.to_idx(visitor_map.ids)
+        return cls(model, model.item_map_, visitor_map, columns, rows)
+
+    def is_for(self, model: Recommender, item_map: IdMap, visitor_map: IdMap) -> bool:
+        return self.model is model and self.item_map is model.item_map_ and self.visitor_map is visitor_map \
+            and (self.item_columns is None or len(self.item_columns) == len(item_map))
+
+    def component_visitors(self, visitor: np.ndarray) -> np.ndarray:
+        """The component's index of each visitor index (-1: unknown or no visitor)."""
+        if self.visitor_rows is None:
+            return np.where(visitor >= 0, visitor, -1)
+        return np.where(visitor >= 0, self.visitor_rows[np.maximum(visitor, 0)], -1)
+
+    def write(self, out: np.ndarray, rows: np.ndarray, scores: np.ndarray) -> None:
+        """``out[rows]`` = the component's ``scores`` ``[len(rows), its items]`` in the hybrid's item order."""
+        if self.item_columns is None:
+            out[rows] = scores
+            return
+        present = np.flatnonzero(self.item_columns >= 0)
+        out[np.ix_(rows, present)] = scores[:, self.item_columns[present]]
+
+
+def _top_members(scores: np.ndarray, k: int, available: np.ndarray) -> np.ndarray:
+    """Per row, the indices of the ``k`` best finite (non-NaN) scores, as ``top_k`` picks them;
+    slots with no such item, and rows not ``available``, hold ``n_items``."""
+    n_rows, n_items = scores.shape
+    filled = np.where(np.isnan(scores), -np.inf, scores)
+    if k < n_items:
+        part = np.argpartition(-filled, k - 1, axis=1)[:, :k]
+        _lowest_indices_win_ties(filled, part, k)
+    else:
+        part = np.broadcast_to(np.arange(n_items), (n_rows, n_items))
+    ok = np.isfinite(np.take_along_axis(filled, part, axis=1)) & available[:, None]
+    return np.where(ok, part, n_items)
+
+
 def _hold_out_last_sessions(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split off the last session of every visitor who has two or more sessions."""
     starts = events.groupby(SESSION_ID, sort=False)["timestamp"].min()
@@ -567,20 +683,20 @@ def _drop_negative(sequences: Sequences) -> Sequences:
 
 
 def _normalise(scores: np.ndarray, cand: np.ndarray, how: str) -> np.ndarray:
-    """Normalise each row over its candidates; missing (NaN) and non-candidates become 0."""
+    """Normalise each row (last axis) over its candidates; missing (NaN) and non-candidates become 0."""
     masked = np.where(cand & ~np.isnan(scores), scores, np.nan)
     with np.errstate(all="ignore"):
         if how == "minmax":
-            lo = np.nanmin(masked, axis=1, keepdims=True)
-            hi = np.nanmax(masked, axis=1, keepdims=True)
+            lo = np.nanmin(masked, axis=-1, keepdims=True)
+            hi = np.nanmax(masked, axis=-1, keepdims=True)
             out = (masked - lo) / np.where(hi > lo, hi - lo, 1.0)
         elif how == "zscore":
-            mean = np.nanmean(masked, axis=1, keepdims=True)
-            std = np.nanstd(masked, axis=1, keepdims=True)
+            mean = np.nanmean(masked, axis=-1, keepdims=True)
+            std = np.nanstd(masked, axis=-1, keepdims=True)
             out = (masked - mean) / np.where(std > 0, std, 1.0)
         else:  # rank: best candidate 1, worst near 0
             filled = np.where(np.isnan(masked), -np.inf, masked)
-            ranks = np.argsort(np.argsort(-filled, axis=1, kind="stable"), axis=1, kind="stable")
-            counts = (~np.isnan(masked)).sum(axis=1, keepdims=True)
+            ranks = np.argsort(np.argsort(-filled, axis=-1, kind="stable"), axis=-1, kind="stable")
+            counts = (~np.isnan(masked)).sum(axis=-1, keepdims=True)
             out = np.where(np.isnan(masked), np.nan, 1.0 - ranks / np.maximum(counts, 1))
     return np.nan_to_num(out, nan=0.0).astype(np.float32)
