@@ -1,16 +1,27 @@
-"""The example notebook runs top to bottom (tiny synthetic data, through environment settings)."""
+"""The example notebook: committed clean, and it runs top to bottom (tiny synthetic data, through
+environment settings)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "04_advanced_models.ipynb"
-
-pytestmark = pytest.mark.slow
+NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "tour.ipynb"
 
 
+def test_the_committed_notebook_has_no_outputs_and_no_seed_version_names():
+    notebook = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    # outputs of a run (progress bars, widgets, tiny-scale numbers) are not committed
+    assert code and all(cell["outputs"] == [] and cell["execution_count"] is None for cell in code)
+    assert "widgets" not in notebook["metadata"]
+    text = NOTEBOOK.read_text(encoding="utf-8")
+    assert "v2_" not in text and "V2" not in text
+
+
+@pytest.mark.slow
 def test_example_notebook_runs(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
@@ -28,7 +39,7 @@ def test_example_notebook_runs(tmp_path, monkeypatch):
     assert "GRU4Rec Results:" in outputs and "ndcg@10" in outputs
     assert "Summary:" in outputs and "Confidence:" in outputs
     assert "Results saved!" in outputs
-    saved = tmp_path / "data" / "processed" / "v2_notebook_results.csv"
+    saved = tmp_path / "data" / "processed" / "notebook_results.csv"
     assert saved.exists()
     import pandas as pd
 
