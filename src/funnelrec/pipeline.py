@@ -94,6 +94,15 @@ def ensure_data(raw_dir: Path | None = None, scale: str | None = None, seed: int
     return raw_dir
 
 
+def synthetic_dir(scale: str) -> Path:
+    """Where ``funnelrec demo --scale SCALE`` keeps its synthetic data: ``<data_dir>/synthetic/<scale>``.
+
+    Apart from ``raw_dir``, so that asking for a scale never overwrites (or silently reuses) the
+    data in ``data/raw``, real or synthetic.
+    """
+    return settings.data_dir / "synthetic" / scale
+
+
 def prepare_data(
     raw_dir: Path | None = None, min_session_length: int = 1, loader_options: dict[str, Any] | None = None
 ) -> PreparedData:
@@ -161,16 +170,68 @@ def fit_and_evaluate(
         fit_model(model, data)
         outcome.fit_seconds[model.name] = time.perf_counter() - started
         outcome.models[key] = model
-        result = evaluator.evaluate(model, data.train, data.test, n_items=20, max_users=max_users)
-        result["fit_seconds"] = outcome.fit_seconds[model.name]
-        rows.append(dict(result))
-        session_rows.append(dict(evaluator.evaluate_sessions(model, data.test, cutoff=20,
-                                                             max_events=max_session_events)))
+        row, session_row = evaluate_model(model, data, evaluator=evaluator, max_users=max_users,
+                                          max_session_events=max_session_events)
+        row["fit_seconds"] = outcome.fit_seconds[model.name]
+        rows.append(row)
+        session_rows.append(session_row)
         if artifacts_dir is not None:
             model.save(Path(artifacts_dir) / key)
     outcome.results = pd.DataFrame(rows)
     outcome.session_results = pd.DataFrame(session_rows)
     return outcome
+
+
+def evaluate_model(
+    model: Recommender,
+    data: PreparedData,
+    *,
+    evaluator: Evaluator | None = None,
+    max_users: int = 2000,
+    max_session_events: int | None = 20_000,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both protocols on the test split, as the demo runs them: ``(visitor row, session row)``."""
+    evaluator = evaluator or Evaluator(k_values=[5, 10, 20])
+    row = dict(evaluator.evaluate(model, data.train, data.test, n_items=20, max_users=max_users))
+    session_row = dict(evaluator.evaluate_sessions(model, data.test, cutoff=20, max_events=max_session_events))
+    return row, session_row
+
+
+def evaluate_models(
+    models: dict[str, Recommender],
+    data: PreparedData,
+    *,
+    max_users: int = 2000,
+    max_session_events: int | None = 20_000,
+    fit_seconds: dict[str, float] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`evaluate_model` for saved models: ``(results, session_results)`` frames, one row each.
+
+    ``fit_seconds`` (model key -> seconds, as a run's ``run.json`` records them) fills the
+    ``fit_seconds`` column where known.
+    """
+    evaluator = Evaluator(k_values=[5, 10, 20])
+    rows, session_rows = [], []
+    for key, model in models.items():
+        row, session_row = evaluate_model(model, data, evaluator=evaluator, max_users=max_users,
+                                          max_session_events=max_session_events)
+        if fit_seconds and key in fit_seconds:
+            row["fit_seconds"] = float(fit_seconds[key])
+        rows.append(row)
+        session_rows.append(session_row)
+    return pd.DataFrame(rows), pd.DataFrame(session_rows)
+
+
+def fit_explainer(data: PreparedData):
+    """The demo's explainer, fitted on the train split (funnel stages, co-occurrence, popularity)."""
+    from funnelrec.data.features.user_features import UserFeatureExtractor
+    from funnelrec.models.explainable.explainer import RecommendationExplainer
+
+    started = time.perf_counter()
+    features = UserFeatureExtractor().fit(data.train)
+    explainer = RecommendationExplainer(features, data.train["item_id"].value_counts().to_dict()).fit(data.train)
+    logger.info("Explainer fitted in {:.1f}s", time.perf_counter() - started)
+    return explainer
 
 
 def sample_explanations(
