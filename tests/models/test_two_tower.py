@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conformance import RecommenderConformance
 
 from funnelrec.data.encoding import Sequences
@@ -174,3 +175,19 @@ def test_plot_model_embeddings_writes_a_png(model, tiny_data, tmp_path):
     roots = top_level_categories(model.item_category_, tiny_data.category_tree)
     truth = tiny_data.items.set_index("item_id").loc[model.item_ids, "root_category_id"].to_numpy()
     assert np.array_equal(roots, truth)
+
+
+def test_two_fits_with_one_seed_are_identical(tiny_split):
+    # the same seed and thread count: bit-identical weights and item vectors, early stopping included
+    train, val, _ = tiny_split
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the parallel reductions too
+    try:
+        fits = [TwoTowerRecommender(epochs=3, **SMALL).fit(train, val_events=val) for _ in range(2)]
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(fits[0].get_item_embeddings(), fits[1].get_item_embeddings())
+    first, second = (f.net_.state_dict() for f in fits)
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    visitors = train["visitor_id"].drop_duplicates().to_numpy()[:50]
+    assert np.array_equal(fits[0].recommend_batch(visitors, 10)[0], fits[1].recommend_batch(visitors, 10)[0])

@@ -179,6 +179,9 @@ class TorchRecommender(Recommender):
         seed_everything(seed)
         rng = np.random.default_rng(seed)
         self.device_ = resolve_device(self.device)
+        # on CPU a fit repeats bit for bit for the same seed, data and thread count (see
+        # funnelrec.threads): another count changes the order of float sums inside matmuls
+        logger.info("{}: seed {}, {} torch thread(s) on {}", self.name, seed, torch.get_num_threads(), self.device_)
         self._prepare_training(data, events)
         self.net_ = self._build_network().to(self.device_)
         optimizer = self._make_optimizer()

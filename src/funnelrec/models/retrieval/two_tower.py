@@ -204,6 +204,16 @@ class TwoTowerRecommender(TorchRecommender):
         ``VectorIndex`` kind (``"auto"``: exact below 50k items, HNSW above).
     seed, device, patience, show_progress:
         As in :class:`~funnelrec.models.torch_base.TorchRecommender`.
+
+    Reproducibility: on CPU two fits with the same seed, data and thread count
+    (``settings.threads``, ``FUNNELREC_THREADS``) give bit-identical weights and
+    recommendations: every random draw (batch order, negatives, "new visitor" features, dropout)
+    comes from the seeded generators, and there are no data-loader workers. Across thread counts
+    they differ: MKL splits the batch dimension of the weight-gradient matrix products across
+    threads, and torch sums a large tensor in per-thread partial sums, so the float sums run in
+    another order; the 1e-7 differences of the first steps grow through training (the nDCG@10
+    of 0.0705 vs 0.0672 seen between a default and an ``OMP_NUM_THREADS=1`` demo). Compare runs
+    with the same thread count. On CUDA, PyTorch's nondeterministic kernels apply.
     """
 
     name = "TwoTower"
