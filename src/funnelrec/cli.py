@@ -337,6 +337,10 @@ def serve(
                                                  "and an optional explainer/ folder.")],
     host: Annotated[str, typer.Option(help="Interface to bind; loopback unless told otherwise.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (0: any free port).")] = 8000,
+    timeout_keep_alive: Annotated[int, typer.Option(
+        min=1, help="Seconds an idle keep-alive connection stays open.")] = 5,
+    body_timeout: Annotated[float, typer.Option(
+        min=0.1, help="Seconds a client has to send a request body (408 and closed past it).")] = 10.0,
 ) -> None:
     """Serve the saved models over HTTP (FastAPI; docs at /docs). API key: FUNNELREC_API_KEY."""
     import uvicorn
@@ -351,9 +355,10 @@ def serve(
     if not found:
         _fail(f"no saved models in {artifacts}: expected subfolders with config.json "
               "(run `funnelrec demo` or `funnelrec train`)", EXIT_BAD_INPUT)
-    web = create_app(artifacts)
+    web = create_app(artifacts, body_timeout_s=body_timeout)
     console.print(f"Serving {', '.join(found)} on http://{host}:{port} (docs at /docs)")
-    server = uvicorn.Server(uvicorn.Config(web, host=host, port=port, log_level="info"))
+    server = uvicorn.Server(uvicorn.Config(
+        web, host=host, port=port, log_level="info", timeout_keep_alive=timeout_keep_alive))
     try:
         server.run()
     except SystemExit:  # uvicorn exits with its own code 3 when the lifespan start-up fails

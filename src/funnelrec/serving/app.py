@@ -12,13 +12,20 @@ are plain ``def`` (model inference is CPU-bound, so FastAPI runs them in its thr
 Errors: unknown model or item -> 404 with the reason; invalid parameters -> 422 (FastAPI
 validation or the model's own ``ValueError``); an unknown visitor is not an error (cold start:
 ``is_fallback`` true). With an API key configured (argument or ``FUNNELREC_API_KEY``) every
-endpoint but ``/health`` (and the OpenAPI docs) requires the ``X-API-Key`` header.
+path but ``/``, ``/health`` and the docs requires the ``X-API-Key`` header; it is checked
+before the request is read or validated (401 first, so an anonymous client learns nothing).
+A body over ``MAX_BODY_BYTES`` is 413 and one not received within ``body_timeout_s`` is 408
+(see :mod:`funnelrec.serving.guard`); a body that cannot be decoded is 400. JSON numbers and
+validation errors: see :mod:`funnelrec.serving.validation`.
+
+The docs (``/docs``, ``/redoc``) load their scripts from this server (the assets bundled by
+the ``fastapi-offline`` package), so they work without internet.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import secrets
 import sys
 import zipfile
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -28,10 +35,23 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security, status
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+    Security,
+    status,
+)
 from fastapi import Path as PathParam
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from fastapi.security import APIKeyHeader
+from fastapi.staticfiles import StaticFiles
 from loguru import logger
 from threadpoolctl import threadpool_limits
 
@@ -39,28 +59,38 @@ from funnelrec import __version__
 from funnelrec.config import settings
 from funnelrec.models.base import REGISTRY, ArtifactError, Recommender, get_model_class
 from funnelrec.models.explainable.explainer import RecommendationExplainer
+from funnelrec.serving.guard import API_KEY_HEADER, RequestGuard, key_matches
 from funnelrec.serving.schemas import (
     DEFAULT_N,
     ID_MAX,
     ID_MIN,
     MAX_BODY_BYTES,
+    MAX_MODEL_KEY_CHARS,
     MAX_N,
     ErrorResponse,
     HealthResponse,
     ModelInfo,
     ModelsResponse,
     RecommendationResponse,
+    ServiceIndex,
     SessionRequest,
     SimilarItemsResponse,
+    ValidationErrorResponse,
 )
+from funnelrec.serving.validation import ExactNumbersRoute, validation_error_handler
 
 #: Model types preferred as the default model, best first (matched on the registry key).
 PREFERRED_MODELS: tuple[str, ...] = (
     "funnel_hybrid", "sasrec", "gru4rec", "two_tower", "als", "item2vec", "session_knn", "popular",
 )
 EXPLAINER_DIR = "explainer"
-API_KEY_HEADER = "X-API-Key"
 CONFIG_FILE = "config.json"
+#: Seconds a client has to send a request body once its headers are in (408 past it).
+DEFAULT_BODY_TIMEOUT_S = 10.0
+#: Where the Swagger UI and ReDoc scripts are served from (the fastapi-offline package's copy).
+DOCS_ASSETS_URL = "/docs-assets"
+#: Paths served without the API key: the index, the health check and the API docs.
+PUBLIC_PATHS = frozenset({"/", "/health", "/openapi.json", "/docs", "/redoc"})
 
 
 class _FromSettings:
@@ -214,7 +244,9 @@ def get_artifacts(request: Request) -> Artifacts:
 
 ArtifactsDep = Annotated[Artifacts, Depends(get_artifacts)]
 ModelParam = Annotated[
-    str | None, Query(description="Model key (see /models); the default model when omitted.")
+    str | None,
+    Query(max_length=MAX_MODEL_KEY_CHARS,
+          description="Model key (see /models); the default model when omitted."),
 ]
 NParam = Annotated[int, Query(ge=1, le=MAX_N, description="How many items.")]
 ExplainParam = Annotated[bool, Query(description="Attach an explanation to every item.")]
@@ -281,15 +313,23 @@ def _is_known_visitor(model: Recommender, visitor_id: int) -> bool:
     return bool(model.visitor_map_.to_idx(np.array([visitor_id], dtype=np.int64))[0] >= 0)
 
 
-_API_KEY_SCHEME = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+_API_KEY_SCHEME = APIKeyHeader(
+    name=API_KEY_HEADER,
+    scheme_name="ApiKey",
+    description="The service's key (`funnelrec serve` reads it from `FUNNELREC_API_KEY`).",
+    auto_error=False,
+)
 
 
 def require_api_key(
     request: Request, provided: Annotated[str | None, Security(_API_KEY_SCHEME)]
 ) -> None:
-    """401 unless the ``X-API-Key`` header equals the configured key (constant-time compare)."""
-    expected: bytes = request.app.state.api_key
-    if provided is None or not secrets.compare_digest(provided.encode("utf-8"), expected):
+    """401 unless the ``X-API-Key`` header is the configured key.
+
+    :class:`RequestGuard` has already refused such a request before reading it; this
+    dependency declares the scheme in the OpenAPI schema and checks once more.
+    """
+    if not key_matches(provided, request.app.state.api_key):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             f"missing or wrong {API_KEY_HEADER} header",
@@ -300,9 +340,21 @@ def require_api_key(
 # --------------------------------------------------------------------------- routes
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "Unknown model or item (the message says which)."},
+    422: {
+        "model": ValidationErrorResponse,
+        "description": "Invalid parameters (a list of errors), or the model refused the request "
+        "(its reason, as text).",
+    },
+}
+#: The answers of an endpoint that reads a JSON body, besides its own.
+_BODY_ERRORS: dict[int | str, dict[str, Any]] = _ERRORS | {
+    400: {"model": ErrorResponse,
+          "description": "There was an error parsing the body (not UTF-8, or nested too deep)."},
+    408: {"model": ErrorResponse, "description": "The body was not received in time."},
+    413: {"model": ErrorResponse, "description": f"The body is larger than {MAX_BODY_BYTES} bytes."},
 }
 
-router = APIRouter()
+router = APIRouter(route_class=ExactNumbersRoute)
 
 
 @router.get("/models", response_model=ModelsResponse, tags=["models"])
@@ -340,7 +392,7 @@ def visitor_recommendations(
     "/sessions/recommendations",
     response_model=RecommendationResponse,
     tags=["recommendations"],
-    responses=_ERRORS,
+    responses=_BODY_ERRORS,
 )
 def session_recommendations(artifacts: ArtifactsDep, body: SessionRequest) -> dict[str, Any]:
     """Next items for a live session (item ids in the order viewed).
@@ -391,17 +443,99 @@ def similar_items(
     }
 
 
+# --------------------------------------------------------------------------- service pages
+service_router = APIRouter(tags=["service"])
+
+
+@service_router.get("/", response_model=ServiceIndex)
+def index(request: Request) -> ServiceIndex:
+    """Where the service's pages are (never needs the API key)."""
+    root = request.scope.get("root_path", "")
+    has_shop = any(getattr(route, "path", None) == "/shop" for route in request.app.routes)
+    return ServiceIndex(
+        name=request.app.title,
+        version=__version__,
+        docs=f"{root}/docs",
+        redoc=f"{root}/redoc",
+        openapi=f"{root}{request.app.openapi_url}",
+        health=f"{root}/health",
+        shop=f"{root}/shop" if has_shop else "planned: not served yet",
+    )
+
+
+@service_router.get("/health", response_model=HealthResponse)
+def health(request: Request) -> HealthResponse:
+    """Liveness and what is loaded (never needs the API key)."""
+    artifacts: Artifacts = request.app.state.artifacts
+    return HealthResponse(
+        models=sorted(artifacts.models),
+        default_model=artifacts.default_model,
+        explainer=artifacts.explainer is not None,
+        version=__version__,
+    )
+
+
+@service_router.head(
+    "/health", response_class=Response, responses={200: {"description": "Alive (no body)."}}
+)
+def health_head() -> Response:
+    """Liveness only, for load balancers: 200 and no body."""
+    return Response(status_code=status.HTTP_200_OK)
+
+
+@service_router.get("/docs", include_in_schema=False)
+def swagger_ui(request: Request) -> HTMLResponse:
+    root = request.scope.get("root_path", "")
+    return get_swagger_ui_html(
+        openapi_url=f"{root}{request.app.openapi_url}",
+        title=f"{request.app.title} - Swagger UI",
+        swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+        swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
+        swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
+        oauth2_redirect_url=None,
+    )
+
+
+@service_router.get("/redoc", include_in_schema=False)
+def redoc(request: Request) -> HTMLResponse:
+    root = request.scope.get("root_path", "")
+    return get_redoc_html(
+        openapi_url=f"{root}{request.app.openapi_url}",
+        title=f"{request.app.title} - ReDoc",
+        redoc_js_url=f"{root}{DOCS_ASSETS_URL}/redoc.standalone.js",
+        redoc_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
+        with_google_fonts=False,
+    )
+
+
+def _is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(DOCS_ASSETS_URL + "/")
+
+
+def _docs_assets_dir() -> Path:
+    """The Swagger UI and ReDoc files bundled by the ``fastapi-offline`` package."""
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or spec.origin is None:
+        raise ImportError("the API docs need the fastapi-offline package: pip install fastapi-offline")
+    return Path(spec.origin).parent / "static"
+
+
 # --------------------------------------------------------------------------- the app
 def create_app(
     artifacts_dir: str | Path,
     api_key: str | None | _FromSettings = FROM_SETTINGS,
     *,
     blas_threads: int | None = 1,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
 ) -> FastAPI:
     """The FastAPI app serving the artifacts in ``artifacts_dir`` (loaded once, at start-up).
 
-    ``api_key``: required in the ``X-API-Key`` header of every endpoint but ``/health``;
-    ``None`` disables the check; by default ``settings.api_key`` (``FUNNELREC_API_KEY``).
+    ``api_key``: required in the ``X-API-Key`` header of every path but :data:`PUBLIC_PATHS`
+    and the docs' assets, checked before the request is read; ``None`` disables the check;
+    by default ``settings.api_key`` (``FUNNELREC_API_KEY``).
+    ``body_timeout_s``: seconds a client has to send its body once the headers are in; a
+    slower one gets 408 and its connection is closed (idle keep-alive connections are
+    uvicorn's ``timeout_keep_alive``).
     A start-up failure is raised from the lifespan (uvicorn then refuses to start) and its
     message is kept in ``app.state.startup_error``.
 
@@ -414,6 +548,8 @@ def create_app(
     """
     if blas_threads is not None and blas_threads < 1:
         raise ValueError(f"blas_threads must be >= 1 or None, got {blas_threads}")
+    if not body_timeout_s > 0:
+        raise ValueError(f"body_timeout_s must be > 0 seconds, got {body_timeout_s}")
     root = Path(artifacts_dir)
     if isinstance(api_key, _FromSettings):
         secret = settings.api_key
@@ -449,30 +585,23 @@ def create_app(
         version=__version__,
         description="Funnel-aware e-commerce recommendations with explanations.",
         lifespan=lifespan,
+        docs_url=None,  # served by service_router from local assets, not from a CDN
+        redoc_url=None,
+        exception_handlers={RequestValidationError: validation_error_handler},
     )
     app.state.artifacts = None
     app.state.startup_error = None
-
-    @app.middleware("http")
-    async def limit_body_size(request: Request, call_next):
-        # a session is at most MAX_SESSION_ITEMS ids: anything far larger is refused unread
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-            return JSONResponse(status_code=413, content={
-                "detail": f"request body larger than {MAX_BODY_BYTES} bytes"})
-        return await call_next(request)
-
-    @app.get("/health", response_model=HealthResponse, tags=["service"])
-    def health(request: Request) -> HealthResponse:
-        """Liveness and what is loaded (never needs the API key)."""
-        artifacts: Artifacts = request.app.state.artifacts
-        return HealthResponse(
-            models=sorted(artifacts.models),
-            default_model=artifacts.default_model,
-            explainer=artifacts.explainer is not None,
-            version=__version__,
-        )
-
+    app.state.body_timeout_s = body_timeout_s
+    # a session is at most MAX_SESSION_ITEMS ids: a body far larger is refused, unread
+    app.add_middleware(
+        RequestGuard,
+        api_key=expected,
+        is_public=_is_public,
+        max_body_bytes=MAX_BODY_BYTES,
+        body_timeout_s=body_timeout_s,
+    )
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=_docs_assets_dir()), name="docs-assets")
+    app.include_router(service_router)
     app.state.api_key = expected
     dependencies = [] if expected is None else [Depends(require_api_key)]
     error_401 = {401: {"model": ErrorResponse, "description": "Missing or wrong API key."}}
