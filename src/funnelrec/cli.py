@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 a failure while running, 2 bad usage or bad input (type
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import datetime
 from pathlib import Path
@@ -261,19 +262,16 @@ def _is_model_dir(path: Path) -> bool:
 
 
 def _load_models(artifacts: Path) -> dict[str, Any]:
-    from funnelrec.models.base import ArtifactError, Recommender
+    """The saved models of a model folder or a run folder (hidden and leftover folders of
+    interrupted saves are not models); a missing, damaged or tampered one exits 2."""
+    from funnelrec.models.base import ArtifactError, Recommender, find_model_dirs
 
-    if (artifacts / "config.json").exists():
-        folders = [artifacts]
-    elif artifacts.is_dir():
-        folders = sorted(p for p in artifacts.iterdir() if p.is_dir() and _is_model_dir(p))
-    else:
-        folders = []
-    if not folders:
-        _fail(f"no saved models in {artifacts}", EXIT_BAD_INPUT)
     try:
-        return {p.name: Recommender.load(p) for p in folders}
-    except (ArtifactError, KeyError) as exc:
+        folders = find_model_dirs(artifacts)
+        if not folders:
+            _fail(f"no saved models in {artifacts}", EXIT_BAD_INPUT)
+        return {name: Recommender.load(folder) for name, folder in folders.items()}
+    except ArtifactError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
     raise AssertionError("unreachable")
 
@@ -331,6 +329,18 @@ def recommend(
 
 
 # ------------------------------------------------------------------------------- serving
+class _ArtifactStartupFilter(logging.Filter):
+    """Drops the traceback uvicorn logs when start-up failed on a damaged artifact: that error is
+    printed once, plainly, with exit code 2 (any other start-up failure keeps its traceback)."""
+
+    def __init__(self, web) -> None:
+        super().__init__()
+        self.web = web
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.web.state.startup_error and record.getMessage().startswith("Traceback"))
+
+
 @app.command()
 def serve(
     artifacts: Annotated[Path, typer.Option(help="Folder of saved models (one subfolder each) "
@@ -359,11 +369,15 @@ def serve(
     console.print(f"Serving {', '.join(found)} on http://{host}:{port} (docs at /docs)")
     server = uvicorn.Server(uvicorn.Config(
         web, host=host, port=port, log_level="info", timeout_keep_alive=timeout_keep_alive))
+    quiet = _ArtifactStartupFilter(web)
+    logging.getLogger("uvicorn.error").addFilter(quiet)
     try:
         server.run()
     except SystemExit:  # uvicorn exits with its own code 3 when the lifespan start-up fails
         if server.started:
             raise
+    finally:
+        logging.getLogger("uvicorn.error").removeFilter(quiet)
     if not server.started:
         if web.state.startup_error:
             _fail(web.state.startup_error, EXIT_BAD_INPUT)

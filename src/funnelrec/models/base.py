@@ -20,29 +20,39 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
-import shutil
-import tempfile
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
+from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, get_type_hints
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from loguru import logger
+from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
 
 from funnelrec import __version__
 from funnelrec.data.encoding import IdMap, Interactions, Sequences
 from funnelrec.data.schema import CATEGORY_ID, ITEM_ID, validate_events
 from funnelrec.errors import ArtifactError, NotFittedError  # noqa: F401  (re-exported)
+from funnelrec.models.artifacts import (  # noqa: F401  (atomic_dir re-exported)
+    CHECKSUM_KEY,
+    CONFIG_FILE,
+    STATE_FILE,
+    StateArrays,
+    atomic_dir,
+    config_field,
+    file_checksums,
+    read_config,
+    read_npz,
+    recover_interrupted_save,
+    recover_interrupted_saves,
+    verify_checksums,
+)
 
 FORMAT_VERSION = 1
-CONFIG_FILE = "config.json"
-STATE_FILE = "state.npz"
 #: Upper bound on floats held by one dense score block (users x items) while ranking.
 SCORE_BLOCK_FLOATS = 1 << 24
 
@@ -487,6 +497,15 @@ class Recommender(ABC):
         """Model-specific learned arrays to save (names must not start with ``base_``)."""
         return {}
 
+    def _validate_state(self, state: StateArrays) -> None:
+        """Check this model's own arrays of a ``state.npz`` being loaded, before ``_set_state``.
+
+        The base arrays (id maps, popularity, categories, the visitor x item matrix) are
+        checked already and set on ``self``; a model checks the dtype, shape, index range and
+        finiteness of each array it saves with :meth:`StateArrays.get` and friends, so that a
+        damaged file fails at load time, never inside a request.
+        """
+
     def _set_state(self, arrays: dict[str, np.ndarray], path: Path) -> None:
         """Restore model-specific state from ``arrays`` (and extra files under ``path``)."""
 
@@ -497,14 +516,40 @@ class Recommender(ABC):
         release had (not today's default), so old files load and score as they did."""
         return params
 
+    @classmethod
+    def _check_saved_params(cls, params: dict[str, Any], config_path: Path) -> None:
+        """Refuse saved parameters this class does not take, or whose JSON type does not fit
+        the constructor's annotation (an ``ArtifactError`` naming the file and parameter)."""
+        names = cls._param_names()
+        unknown = sorted(set(params) - set(names))
+        if unknown:
+            raise ArtifactError(
+                f"{config_path}: {cls.__name__} takes no parameter(s) {unknown} (it takes {names}); "
+                f"the file was altered or written for another model type"
+            )
+        for name, (annotation, adapter) in _param_adapters(cls).items():
+            if name not in params:
+                continue
+            try:  # JSON in strict mode: 8.0 is no int, "8" no number, 1 no bool
+                adapter.validate_json(json.dumps(params[name]), strict=True)
+            except ValidationError:
+                shown = json.dumps(params[name])
+                shown = shown if len(shown) <= 60 else shown[:57] + "..."
+                raise ArtifactError(
+                    f"{config_path}: parameter {name!r} of {cls.__name__} must be {annotation}, got {shown}"
+                ) from None
+
     def _write_extra(self, path: Path) -> None:
         """Write extra files (torch state dicts, FAISS indexes) into the folder being saved."""
 
     def save(self, path: str | Path) -> Path:
         """Save to the folder ``path`` atomically: written beside it, then renamed into place.
 
-        ``config.json`` holds the class, parameters, format and library version; arrays go to
-        ``state.npz``. A crash mid-save never leaves a half-written model at ``path``.
+        ``config.json`` holds the class, parameters, format and library version, and the
+        SHA-256 of every other file (checked by :meth:`load`); arrays go to ``state.npz``. A
+        crash at any step never leaves a half-written model at ``path``: the old or the new
+        model is there, or is put back by the next save or load (see
+        :func:`~funnelrec.models.artifacts.atomic_dir`).
         """
         self._check_fitted()
         path = Path(path)
@@ -533,53 +578,157 @@ class Recommender(ABC):
                 raise ValueError(f"model state keys must not start with 'base_': {clash}")
             np.savez(tmp / STATE_FILE, **arrays, **state)
             self._write_extra(tmp)
+            config[CHECKSUM_KEY] = file_checksums(tmp)
             (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         logger.info("Saved {} to {}", self.name, path)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> Recommender:
-        """Load a model saved by :meth:`save`. ``Recommender.load`` picks the class from the file."""
+        """Load a model saved by :meth:`save`. ``Recommender.load`` picks the class from the file.
+
+        Everything is checked before the model is returned, each failure an
+        :class:`ArtifactError` naming the file: the fields of ``config.json`` and the names and
+        JSON types of the parameters, the SHA-256 of every file (a folder saved before
+        checksums existed loads with a warning), each npz header against its stored size, and
+        the arrays' dtypes, shapes, index ranges and finiteness (:meth:`_validate_state`). A
+        save that was killed between its two renames is repaired first.
+        """
         path = Path(path)
         config_path = path / CONFIG_FILE
         if not config_path.is_file():
+            try:
+                recover_interrupted_save(path)
+            except OSError as exc:
+                logger.warning("Cannot repair the interrupted save of {}: {}", path, exc)
+        if not config_path.is_file():
             raise ArtifactError(f"no model at {path}: {config_path} does not exist")
-        try:
-            config = json.loads(config_path.read_text())
-            version = int(config["format_version"])
-            key = config["model"]
-            params = dict(config["params"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(f"{config_path} is corrupted: {exc}") from exc
+        config = read_config(config_path)
+        version = config_field(config, "format_version", int, config_path)
+        key = config_field(config, "model", str, config_path)
+        params = config_field(config, "params", dict, config_path)
+        if "name" in config:
+            config_field(config, "name", str, config_path)
         if version > FORMAT_VERSION:
             raise ArtifactError(
                 f"{config_path} has format version {version}, newer than this funnelrec "
                 f"({__version__}) reads ({FORMAT_VERSION}); upgrade funnelrec"
             )
-        model_cls = get_model_class(key)
+        try:
+            model_cls = get_model_class(key)
+        except KeyError as exc:
+            raise ArtifactError(f"{config_path}: {exc.args[0]}") from None
         if not issubclass(model_cls, cls):
             raise ArtifactError(f"{path} holds a {model_cls.__name__}, not a {cls.__name__}")
-        model = model_cls(**model_cls._saved_params(params))
-        state_path = path / STATE_FILE
+        model_cls._check_saved_params(params, config_path)
         try:
-            with np.load(state_path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-            model.item_map_ = IdMap(arrays.pop("base_item_ids"))
-            model.visitor_map_ = IdMap(arrays.pop("base_visitor_ids"))
-            model.item_popularity_ = arrays.pop("base_item_popularity")
-            model.item_category_ = arrays.pop("base_item_category")
-            model.user_items_ = sp.csr_matrix(
-                (arrays.pop("base_ui_data"), arrays.pop("base_ui_indices"), arrays.pop("base_ui_indptr")),
-                shape=(len(model.visitor_map_), len(model.item_map_)),
-            )
-            model._set_state(arrays, path)
+            model = model_cls(**model_cls._saved_params(dict(params)))
+        except (TypeError, ValueError) as exc:
+            raise ArtifactError(f"{config_path}: bad parameters for {model_cls.__name__}: {exc}") from exc
+        verify_checksums(path, config, config_path)
+        state_path = path / STATE_FILE
+        state = StateArrays(read_npz(state_path), state_path)
+        item_ids, visitor_ids = state.ids("base_item_ids"), state.ids("base_visitor_ids")
+        n_items, n_visitors = len(item_ids), len(visitor_ids)
+        if n_items == 0 or n_visitors == 0:
+            state.fail("base_item_ids" if n_items == 0 else "base_visitor_ids",
+                       "is empty: a fitted model knows at least one item and one visitor")
+        state.csr("base_ui_indptr", "base_ui_indices", "base_ui_data", (n_visitors, n_items))
+        model.item_map_ = IdMap(item_ids)
+        model.visitor_map_ = IdMap(visitor_ids)
+        model.item_popularity_ = state.get("base_item_popularity", "f", (n_items,), finite=True)
+        model.item_category_ = state.get("base_item_category", "i", (n_items,))
+        model.user_items_ = sp.csr_matrix(
+            (state.arrays["base_ui_data"], state.arrays["base_ui_indices"], state.arrays["base_ui_indptr"]),
+            shape=(n_visitors, n_items),
+        )
+        model._validate_state(state)
+        try:
+            model._set_state({k: v for k, v in state.arrays.items() if not k.startswith("base_")}, path)
         except ArtifactError:
             raise
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise ArtifactError(f"{state_path} (or a file beside it) is corrupted or incomplete: {exc}") from exc
         if "name" in config:
             model.name = config["name"]
         return model
+
+
+# --------------------------------------------------------------------------- artifact folders
+def find_model_dirs(artifacts_dir: str | Path) -> dict[str, Path]:
+    """Folders holding a saved model under ``artifacts_dir``: ``{folder name: path}``, sorted.
+
+    ``artifacts_dir`` may itself be one model folder (returned under its own name; an unknown
+    model type there is an :class:`ArtifactError`). What
+    interrupted saves left is repaired first; hidden folders, among them the ``.<name>.tmp-*``
+    and ``.<name>.old-*`` copies a save writes, are never models. A subfolder without
+    ``config.json`` is skipped with a log line, as is one whose model type is not registered; a
+    folder without a ``"model"`` key (the explainer) is not a model. A ``config.json`` that
+    cannot be read is an :class:`ArtifactError` naming it.
+    """
+    root = Path(artifacts_dir)
+    if not root.exists():
+        try:
+            recover_interrupted_save(root)
+        except OSError as exc:
+            logger.warning("Cannot repair the interrupted save of {}: {}", root, exc)
+    if not root.is_dir():
+        return {}
+    get_model_class("popular")  # imports funnelrec.models, which registers the built-in models
+    if (root / CONFIG_FILE).is_file():
+        candidates = [root]
+    else:
+        recover_interrupted_saves(root)
+        candidates = []
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            if folder.name.startswith("."):
+                logger.debug("Ignoring {}: hidden (a save in progress or interrupted)", folder)
+            elif not (folder / CONFIG_FILE).is_file():
+                looks_like_a_model = (folder / STATE_FILE).exists()
+                (logger.warning if looks_like_a_model else logger.info)(
+                    "Skipping {}: it has no {}{}", folder, CONFIG_FILE,
+                    " (a damaged model folder?)" if looks_like_a_model else ", so it is not a saved model",
+                )
+            else:
+                candidates.append(folder)
+    found: dict[str, Path] = {}
+    for folder in candidates:
+        config_path = folder / CONFIG_FILE
+        key = read_config(config_path).get("model")
+        if key is None:
+            continue
+        if not isinstance(key, str):
+            raise ArtifactError(f"{config_path} is corrupted: 'model' must be a string, got {key!r}")
+        if key not in REGISTRY:
+            if folder == root:  # the one folder asked for cannot be skipped quietly
+                raise ArtifactError(f"{config_path}: unknown model type {key!r}; available: {sorted(REGISTRY)}")
+            logger.warning("Skipping {}: model type {!r} is not registered", folder, key)
+            continue
+        found[folder.name] = folder
+    return found
+
+
+@cache
+def _param_adapters(cls: type[Recommender]) -> dict[str, tuple[str, TypeAdapter]]:
+    """``{parameter: (its annotation as text, a pydantic validator)}`` for the constructor
+    parameters whose annotation pydantic understands."""
+    try:
+        hints = get_type_hints(cls.__init__)
+    except (NameError, TypeError) as exc:
+        logger.debug("{}: parameter annotations cannot be resolved ({}); saved types are not checked",
+                     cls.__name__, exc)
+        return {}
+    adapters = {}
+    for name in cls._param_names():
+        if name in hints:
+            hint = hints[name]
+            text = getattr(hint, "__name__", None) if isinstance(hint, type) else None
+            text = text or str(hint).replace("collections.abc.", "").replace("typing.", "")
+            try:
+                adapters[name] = (text, TypeAdapter(hint))
+            except PydanticSchemaGenerationError:  # e.g. a Recommender argument: not saved as JSON
+                continue
+    return adapters
 
 
 # --------------------------------------------------------------------------- helpers
@@ -616,31 +765,3 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     raise TypeError(f"parameter value {value!r} cannot be saved as JSON")
-
-
-@contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """Write a folder atomically: yield a temporary folder beside ``target``, then rename it.
-
-    On an exception the temporary folder is removed and an existing ``target`` is untouched; a
-    previous ``target`` is swapped out only once the new one is complete.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a saved model is a normal folder
-    try:
-        yield tmp
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -270,6 +270,10 @@ class TorchRecommender(Recommender):
                 self.net_.load_state_dict(state)
             except (SafetensorError, FileNotFoundError, RuntimeError, OSError) as exc:
                 raise ArtifactError(f"{weights} is missing or corrupted: {exc}") from exc
+            # scores come from these weights: a NaN would reach a response as "score": null
+            for name, tensor in state.items():
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    raise ArtifactError(f"{weights}: tensor {name!r} holds NaN or infinite values")
             self.net_.to(self.device_).eval()
 
 

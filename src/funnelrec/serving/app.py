@@ -57,7 +57,7 @@ from threadpoolctl import threadpool_limits
 
 from funnelrec import __version__
 from funnelrec.config import settings
-from funnelrec.models.base import REGISTRY, ArtifactError, Recommender, get_model_class
+from funnelrec.models.base import ArtifactError, Recommender, find_model_dirs
 from funnelrec.models.explainable.explainer import RecommendationExplainer
 from funnelrec.serving.guard import API_KEY_HEADER, RequestGuard, key_matches
 from funnelrec.serving.schemas import (
@@ -103,37 +103,6 @@ FROM_SETTINGS = _FromSettings()
 
 
 # --------------------------------------------------------------------------- artifacts
-def find_model_dirs(artifacts_dir: str | Path) -> dict[str, Path]:
-    """Subfolders of ``artifacts_dir`` holding a registered model: ``{folder name: path}``.
-
-    ``artifacts_dir`` may also be a single model folder (served under its own name). A
-    ``config.json`` that cannot be read raises :class:`ArtifactError` naming it; a folder whose
-    model type is not registered (or without a ``"model"`` key, like the explainer) is skipped.
-    """
-    root = Path(artifacts_dir)
-    if not root.is_dir():
-        return {}
-    get_model_class("popular")  # imports funnelrec.models, which registers the built-in models
-    candidates = [root] if (root / CONFIG_FILE).is_file() else sorted(
-        p for p in root.iterdir() if (p / CONFIG_FILE).is_file()
-    )
-    found: dict[str, Path] = {}
-    for folder in candidates:
-        config_path = folder / CONFIG_FILE
-        try:
-            config = json.loads(config_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"{config_path} is corrupted: {exc}") from exc
-        key = config.get("model") if isinstance(config, dict) else None
-        if key is None:
-            continue
-        if key not in REGISTRY:
-            logger.warning("Skipping {}: model type {!r} is not registered", folder, key)
-            continue
-        found[folder.name] = folder
-    return found
-
-
 @dataclass
 class Artifacts:
     """What the app serves: the loaded models, the default one and the explainer."""
@@ -161,8 +130,10 @@ class Artifacts:
 def load_artifacts(artifacts_dir: str | Path) -> Artifacts:
     """Load every model under ``artifacts_dir`` and the explainer when there is one.
 
-    Raises :class:`ArtifactError` (naming the file) when an artifact cannot be read or when
-    there is no model at all.
+    The folders are those of :func:`~funnelrec.models.base.find_model_dirs`: hidden folders
+    (``.<name>.tmp-*`` / ``.<name>.old-*`` copies of a save in progress or interrupted) are
+    never served. Raises :class:`ArtifactError` (naming the file) when an artifact cannot be
+    read, fails its checksums or its checks, or when there is no model at all.
     """
     root = Path(artifacts_dir)
     dirs = find_model_dirs(root)
@@ -493,8 +464,6 @@ def swagger_ui(request: Request) -> HTMLResponse:
         swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
         swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
         oauth2_redirect_url=None,
-        # no badge from swagger.io's online validator: nothing on the page leaves this server
-        swagger_ui_parameters={"validatorUrl": None},
     )
 
 

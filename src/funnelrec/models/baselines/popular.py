@@ -7,7 +7,7 @@ import pandas as pd
 
 from funnelrec.data.encoding import Interactions, Sequences, event_weight_array
 from funnelrec.data.schema import TIMESTAMP
-from funnelrec.models.base import Recommender, register
+from funnelrec.models.base import Recommender, StateArrays, register
 
 
 @register("popular")
@@ -74,6 +74,9 @@ class PopularItemsRecommender(Recommender):
 
     def _get_state(self) -> dict[str, np.ndarray]:
         return {"scores": self.scores_}
+
+    def _validate_state(self, state: StateArrays) -> None:
+        state.get("scores", "f", (self.n_items,), finite=True)
 
     def _set_state(self, arrays, path) -> None:
         self.scores_ = arrays["scores"]

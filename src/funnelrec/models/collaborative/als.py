@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
 
 from funnelrec.data.encoding import Interactions, Sequences
-from funnelrec.models.base import Recommender, register
+from funnelrec.models.base import Recommender, StateArrays, register
 from funnelrec.threads import resolve_threads
 
 
@@ -113,9 +113,14 @@ class ALSRecommender(Recommender):
     def _get_state(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors_, "item_factors": self.item_factors_}
 
+    def _validate_state(self, state: StateArrays) -> None:
+        state.get("user_factors", "f", (len(self.visitor_map_), self.factors), finite=True)
+        state.get("item_factors", "f", (self.n_items, self.factors), finite=True)
+
     def _set_state(self, arrays, path) -> None:
-        self.user_factors_ = arrays["user_factors"]
-        self.item_factors_ = arrays["item_factors"]
+        # implicit's fold-in reads float32 rows
+        self.user_factors_ = np.ascontiguousarray(arrays["user_factors"], dtype=np.float32)
+        self.item_factors_ = np.ascontiguousarray(arrays["item_factors"], dtype=np.float32)
         self._backend = self._new_backend()
         self._backend.user_factors = self.user_factors_
         self._backend.item_factors = self.item_factors_

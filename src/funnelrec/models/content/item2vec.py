@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from funnelrec.data.encoding import Interactions, Sequences
-from funnelrec.models.base import Recommender, register
+from funnelrec.models.base import Recommender, StateArrays, register
 
 
 def _stable_hash(token: object) -> int:
@@ -181,6 +181,11 @@ class Item2VecRecommender(Recommender):
             "history_items": self.history_items_,
             "history_offsets": self.history_offsets_,
         }
+
+    def _validate_state(self, state: StateArrays) -> None:
+        state.get("item_vectors", "f", (self.n_items, self.embedding_dim), finite=True)
+        state.get("has_vector", "b", (self.n_items,))
+        state.sequences("history_items", "history_offsets", len(self.visitor_map_), self.n_items)
 
     def _set_state(self, arrays, path) -> None:
         self.item_vectors_ = arrays["item_vectors"]

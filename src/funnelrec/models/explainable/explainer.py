@@ -98,7 +98,6 @@ from __future__ import annotations
 
 import json
 import math
-import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -122,7 +121,18 @@ from funnelrec.data.schema import (
     timestamp_ms,
     validate_events,
 )
-from funnelrec.models.base import ArtifactError, NotFittedError, atomic_dir
+from funnelrec.models.artifacts import (
+    CHECKSUM_KEY,
+    StateArrays,
+    atomic_dir,
+    config_field,
+    file_checksums,
+    read_config,
+    read_npz,
+    recover_interrupted_save,
+    verify_checksums,
+)
+from funnelrec.models.base import ArtifactError, NotFittedError
 
 
 class ReasonType(StrEnum):
@@ -648,8 +658,9 @@ class RecommendationExplainer:
 
         ``config.json`` holds the parameters and format version; ``state.npz`` every learned array,
         the caller's ``item_popularity`` / ``item_names`` mappings, and each visitor's funnel stage
-        (all the user feature extractor contributes to an explanation). The folder is written
-        beside ``path`` and renamed into place, so a failed save leaves a previous one intact.
+        (all the user feature extractor contributes to an explanation); ``config.json`` also
+        records the SHA-256 of ``state.npz``. The folder is written beside ``path`` and renamed
+        into place, so a failed save leaves a previous one intact.
         """
         item_map = self._check_fitted()
         path = Path(path)
@@ -695,6 +706,7 @@ class RecommendationExplainer:
             )
         with atomic_dir(path) as tmp:
             np.savez(tmp / EXPLAINER_STATE_FILE, **arrays)
+            config[CHECKSUM_KEY] = file_checksums(tmp)
             (tmp / EXPLAINER_CONFIG_FILE).write_text(json.dumps(config, indent=2))
         logger.info("Saved RecommendationExplainer to {}", path)
         return path
@@ -703,23 +715,27 @@ class RecommendationExplainer:
     def load(cls, path: str | Path) -> RecommendationExplainer:
         """Load an explainer written by :meth:`save`.
 
-        A missing, corrupted or newer-format file raises :class:`ArtifactError` naming it. The
-        loaded explainer looks funnel stages up in the saved table (its
-        ``user_feature_extractor`` is ``None``; refitting it fits a fresh extractor).
+        A missing, corrupted, altered (its SHA-256 no longer the one recorded) or newer-format
+        file, and an array of the wrong dtype, shape or range, raise :class:`ArtifactError`
+        naming the file (and the array). The loaded explainer looks funnel stages up in the
+        saved table (its ``user_feature_extractor`` is ``None``; refitting it fits a fresh
+        extractor).
         """
         path = Path(path)
         config_path = path / EXPLAINER_CONFIG_FILE
         if not config_path.is_file():
+            try:
+                recover_interrupted_save(path)
+            except OSError as exc:
+                logger.warning("Cannot repair the interrupted save of {}: {}", path, exc)
+        if not config_path.is_file():
             raise ArtifactError(f"no explainer at {path}: {config_path} does not exist")
-        try:
-            config = json.loads(config_path.read_text())
-            version = int(config["format_version"])
-            params = dict(config["params"])
-            n_ranked = int(config["n_ranked_items"])
-            stage_names = [str(s) for s in config["stages"]]
-            kind = config.get("class", cls.__name__)
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
-            raise ArtifactError(f"{config_path} is corrupted: {exc}") from exc
+        config = read_config(config_path)
+        version = config_field(config, "format_version", int, config_path)
+        params = config_field(config, "params", dict, config_path)
+        n_ranked = config_field(config, "n_ranked_items", int, config_path)
+        stage_names = config_field(config, "stages", list, config_path)
+        kind = config.get("class", cls.__name__)
         if version > EXPLAINER_FORMAT_VERSION:
             raise ArtifactError(
                 f"{config_path} has format version {version}, newer than this funnelrec "
@@ -727,43 +743,53 @@ class RecommendationExplainer:
             )
         if kind != cls.__name__:
             raise ArtifactError(f"{config_path} holds a {kind}, not a {cls.__name__}")
-        unknown_stages = sorted(set(stage_names) - set(_STAGES))
+        unknown_stages = [s for s in stage_names if s not in _STAGES]
         if unknown_stages:
             raise ArtifactError(f"{config_path} names unknown funnel stages {unknown_stages}")
+        unknown_params = sorted(set(params) - {"max_neighbors", "evidence_scale"})
+        if unknown_params:
+            raise ArtifactError(f"{config_path}: {cls.__name__} takes no parameter(s) {unknown_params}")
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in params.values()):
+            raise ArtifactError(f"{config_path}: the parameters must be numbers, got {params}")
+        verify_checksums(path, config, config_path)
         state_path = path / EXPLAINER_STATE_FILE
+        state = StateArrays(read_npz(state_path), state_path)
+        n_items, n_visitors = len(state.ids("item_ids")), len(state.ids("visitor_ids"))
+        for name in _VISITOR_MATRICES + _ITEM_MATRICES:
+            rows = n_visitors if name in _VISITOR_MATRICES else n_items
+            state.csr(f"{name}indptr", f"{name}indices", f"{name}data", (rows, n_items))
+        for name in _ITEM_ARRAYS:
+            state.get(name, "b" if name == "has_category_" else "i", (n_items,))
+        n_staged = len(state.ids("stage_visitor_ids"))
+        state.get("stage_codes", "i", (n_staged,), low=0, high=len(stage_names))
+        arrays = state.arrays
+        popularity = names = None
+        if "param_item_popularity_ids" in arrays:
+            n_given = len(state.ids("param_item_popularity_ids"))
+            state.get("param_item_popularity_counts", "i", (n_given,), low=0)
+            popularity = dict(zip(arrays["param_item_popularity_ids"].tolist(),
+                                  arrays["param_item_popularity_counts"].tolist(), strict=True))
+        if "param_item_name_ids" in arrays:
+            n_named = len(state.ids("param_item_name_ids"))
+            state.get("param_item_name_values", "U", (n_named,))
+            names = dict(zip(arrays["param_item_name_ids"].tolist(),
+                             arrays["param_item_name_values"].tolist(), strict=True))
         try:
-            with np.load(state_path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-            popularity = names = None
-            if "param_item_popularity_ids" in arrays:
-                popularity = dict(zip(arrays["param_item_popularity_ids"].tolist(),
-                                      arrays["param_item_popularity_counts"].tolist(), strict=True))
-            if "param_item_name_ids" in arrays:
-                names = dict(zip(arrays["param_item_name_ids"].tolist(),
-                                 arrays["param_item_name_values"].tolist(), strict=True))
             explainer = cls(None, popularity, item_names=names, **params)
-            item_map, visitor_map = IdMap(arrays["item_ids"]), IdMap(arrays["visitor_ids"])
-            n_items, n_visitors = len(item_map), len(visitor_map)
-            for name in _VISITOR_MATRICES + _ITEM_MATRICES:
-                rows = n_visitors if name in _VISITOR_MATRICES else n_items
-                setattr(explainer, name, _csr(arrays, name, (rows, n_items)))
-            for name in _ITEM_ARRAYS:
-                if arrays[name].shape != (n_items,):
-                    raise ValueError(f"{name} has shape {arrays[name].shape}, expected ({n_items},)")
-                setattr(explainer, name, arrays[name])
-            codes = arrays["stage_codes"].astype(np.int64)
-            if codes.size and (codes.min() < 0 or codes.max() >= len(stage_names)):
-                raise ValueError("stage_codes out of range")
-            explainer.stages_ = FunnelStageTable(
-                arrays["stage_visitor_ids"], np.asarray(stage_names, dtype=object)[codes]
-            )
-        except ArtifactError:
-            raise
-        except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError, zipfile.BadZipFile) as exc:
-            raise ArtifactError(f"{state_path} is corrupted or incomplete: {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise ArtifactError(f"{config_path}: bad parameters for {cls.__name__}: {exc}") from exc
+        for name in _VISITOR_MATRICES + _ITEM_MATRICES:
+            rows = n_visitors if name in _VISITOR_MATRICES else n_items
+            setattr(explainer, name, _csr(arrays, name, (rows, n_items)))
+        for name in _ITEM_ARRAYS:
+            setattr(explainer, name, arrays[name])
+        codes = arrays["stage_codes"].astype(np.int64)
+        explainer.stages_ = FunnelStageTable(
+            arrays["stage_visitor_ids"], np.asarray(stage_names, dtype=object)[codes]
+        )
         explainer.n_ranked_items_ = n_ranked
-        explainer.item_map_ = item_map
-        explainer.visitor_map_ = visitor_map
+        explainer.item_map_ = IdMap(arrays["item_ids"])
+        explainer.visitor_map_ = IdMap(arrays["visitor_ids"])
         return explainer
 
     # ------------------------------------------------------------------ visitor context

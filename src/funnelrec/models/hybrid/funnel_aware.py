@@ -32,11 +32,13 @@ from torch import nn
 from funnelrec.data.encoding import IdMap, Interactions, Sequences, sequences_from_sorted
 from funnelrec.data.features.user_features import UserFeatureExtractor
 from funnelrec.data.schema import ITEM_ID, SESSION_ID, VISITOR_ID, timestamp_ms
+from funnelrec.models.artifacts import STATE_FILE, resolve_inside
 from funnelrec.models.base import (
     SCORE_BLOCK_FLOATS,
     NotFittedError,
     RecommendationList,
     Recommender,
+    StateArrays,
     _as_list,
     _lowest_indices_win_ties,
     id_list,
@@ -563,10 +565,24 @@ class FunnelAwareHybridRecommender(Recommender):
         for role, model in self.components.items():
             model.save(path / COMPONENTS_DIR / role)
 
+    def _validate_state(self, state: StateArrays) -> None:
+        roles = state.get("roles", "U", (None,)).tolist()
+        if not roles or len(set(roles)) != len(roles) or not set(roles) <= set(ROLES):
+            state.fail("roles", f"must name distinct components among {list(ROLES)}, names {roles}")
+        width = state.get("context", "f", (len(self.visitor_map_), None), finite=True).shape[1]
+        state.get("default_context", "f", (width,), finite=True)
+        state.get("context_mean", "f", (width + 2,), finite=True)
+        state.get("context_std", "f", (width + 2,), finite=True, low=1e-12)
+        state.get("attention_linear.weight", "f", (len(roles), width + 2), finite=True)
+        state.get("attention_linear.bias", "f", (len(roles),), finite=True)
+        state.get("attention_log_scale", "f", (), finite=True)
+
     def _set_state(self, arrays: dict[str, Any], path: Path) -> None:
         self.roles_ = [str(r) for r in arrays["roles"]]
         for role in self.roles_:
-            setattr(self, f"{role}_model", Recommender.load(path / COMPONENTS_DIR / role))
+            # a component is a folder of this artifact, never a path the file makes up
+            folder = resolve_inside(path, f"{COMPONENTS_DIR}/{role}", f"{path / STATE_FILE}, component {role!r}")
+            setattr(self, f"{role}_model", Recommender.load(folder))
         self.context_ = arrays["context"]
         self.default_context_ = arrays["default_context"]
         self.context_mean_ = arrays["context_mean"]

@@ -27,7 +27,7 @@ from loguru import logger
 
 from funnelrec.data.encoding import Interactions, Sequences
 from funnelrec.data.schema import SESSION_ID, timestamp_ms
-from funnelrec.models.base import Recommender, register
+from funnelrec.models.base import Recommender, StateArrays, register
 
 SAMPLINGS = ("recent", "random")
 SIMILARITIES = ("cosine", "dot")
@@ -305,6 +305,18 @@ class SessionKNNRecommender(Recommender):
         if self.sampling == "random":
             state["session_priority"] = self.session_priority_
         return state
+
+    def _validate_state(self, state: StateArrays) -> None:
+        n_sessions = len(state.get("session_indptr", "i", (None,))) - 1
+        if n_sessions < 1:
+            state.fail("session_indptr", "holds no session: a fitted model has at least one")
+        state.csr("session_indptr", "session_indices", None, (n_sessions, self.n_items))
+        state.get("session_ids", "i", (n_sessions,))
+        n_visitors = len(self.visitor_map_)
+        state.sequences("user_last_items", "user_last_offsets", n_visitors, self.n_items)
+        state.get("user_last_session", "i", (n_visitors,), low=0, high=n_sessions)
+        if self.sampling == "random":
+            state.get("session_priority", "i", (n_sessions,))
 
     def _set_state(self, arrays: dict[str, np.ndarray], path: Path) -> None:
         indptr, indices = arrays["session_indptr"], arrays["session_indices"]

@@ -30,6 +30,15 @@ import numpy as np
 import scipy.sparse as sp
 from loguru import logger
 
+from funnelrec.errors import ArtifactError
+from funnelrec.models.artifacts import (
+    CHECKSUM_KEY,
+    atomic_dir,
+    config_field,
+    file_checksums,
+    read_config,
+    verify_checksums,
+)
 from funnelrec.threads import resolve_threads
 
 __all__ = ["INDEX_KINDS", "METRICS", "VectorIndex"]
@@ -323,34 +332,46 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Write the folder ``path``: ``index.faiss`` (FAISS I/O) and ``index.json`` (parameters)."""
+        """Write the folder ``path`` atomically: ``index.faiss`` (FAISS I/O) and ``index.json``
+        (parameters, and the SHA-256 of ``index.faiss``, checked by :meth:`load`)."""
         self._check_built()
         faiss = _faiss()
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(self.index_, str(path / INDEX_FILE))
-        meta = {"params": self.get_params(), "built_kind": self.kind_, "n_vectors": self.n_vectors, "dim": self.dim}
-        (path / PARAMS_FILE).write_text(json.dumps(meta, indent=2))
+        with atomic_dir(path) as tmp:
+            faiss.write_index(self.index_, str(tmp / INDEX_FILE))
+            meta = {"params": self.get_params(), "built_kind": self.kind_, "n_vectors": self.n_vectors,
+                    "dim": self.dim, CHECKSUM_KEY: file_checksums(tmp, PARAMS_FILE)}
+            (tmp / PARAMS_FILE).write_text(json.dumps(meta, indent=2))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> VectorIndex:
-        """Read an index written by :meth:`save`."""
-        from funnelrec.models.base import ArtifactError
-
+        """Read an index written by :meth:`save`; a damaged or altered one is an ``ArtifactError``
+        naming the file (an index saved before checksums existed loads with a warning)."""
         faiss = _faiss()
         path = Path(path)
+        meta_path = path / PARAMS_FILE
+        meta = read_config(meta_path)
+        verify_checksums(path, meta, meta_path)
         try:
-            meta = json.loads((path / PARAMS_FILE).read_text())
-            index = cls(**meta["params"])
+            params = config_field(meta, "params", dict, meta_path)
+            n_vectors = config_field(meta, "n_vectors", int, meta_path)
+            dim = config_field(meta, "dim", int, meta_path)
+            built_kind = config_field(meta, "built_kind", str, meta_path)
+            if built_kind not in INDEX_KINDS[1:]:
+                raise ArtifactError(f"{meta_path}: built_kind must be one of {INDEX_KINDS[1:]}, got {built_kind!r}")
+            index = cls(**params)
             raw = faiss.read_index(str(path / INDEX_FILE))
+        except ArtifactError:
+            raise
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise ArtifactError(f"cannot read a VectorIndex from {path}: {exc}") from exc
-        if raw.ntotal != meta["n_vectors"] or raw.d != meta["dim"]:
+        if raw.ntotal != n_vectors or raw.d != dim:
             raise ArtifactError(
-                f"{path / INDEX_FILE} holds {raw.ntotal} x {raw.d} vectors, {PARAMS_FILE} says "
-                f"{meta['n_vectors']} x {meta['dim']}"
+                f"{path / INDEX_FILE} holds {raw.ntotal} x {raw.d} vectors, {PARAMS_FILE} says {n_vectors} x {dim}"
             )
-        index.index_, index.kind_ = raw, meta["built_kind"]
-        index.vectors_ = np.ascontiguousarray(raw.reconstruct_n(0, raw.ntotal), dtype=np.float32)
+        vectors = np.ascontiguousarray(raw.reconstruct_n(0, raw.ntotal), dtype=np.float32)
+        if not np.isfinite(vectors).all():
+            raise ArtifactError(f"{path / INDEX_FILE} holds NaN or infinite vectors")
+        index.index_, index.kind_, index.vectors_ = raw, built_kind, vectors
         return index

@@ -33,7 +33,7 @@ from loguru import logger
 from torch import nn
 
 from funnelrec.data.encoding import Interactions, Sequences
-from funnelrec.models.base import ArtifactError, register
+from funnelrec.models.base import ArtifactError, StateArrays, register
 from funnelrec.models.retrieval.index import INDEX_KINDS, VectorIndex
 from funnelrec.models.torch_base import TorchRecommender
 
@@ -498,6 +498,15 @@ class TwoTowerRecommender(TorchRecommender):
             "history_offsets": self.history_offsets_,
             "item_matrix": self._items_matrix(),
         }
+
+    def _validate_state(self, state: StateArrays) -> None:
+        n_items, n_visitors = self.n_items, len(self.visitor_map_)
+        state.get("item_cat_code", "i", (n_items,), low=0)
+        state.get("item_stats", "f", (n_items, None), finite=True)
+        width = state.get("user_features", "f", (n_visitors, None), finite=True).shape[1]
+        state.get("new_visitor_features", "f", (width,), finite=True)
+        state.sequences("history_items", "history_offsets", n_visitors, n_items)
+        state.get("item_matrix", "f", (n_items, self.embedding_dim), finite=True)
 
     def _restore_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         try:

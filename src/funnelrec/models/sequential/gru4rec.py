@@ -37,7 +37,7 @@ from torch import nn
 
 from funnelrec.data.encoding import Interactions, Sequences, sequences_from_sorted
 from funnelrec.data.schema import EVENT, ITEM_ID, SESSION_ID, VISITOR_ID, timestamp_ms
-from funnelrec.models.base import SCORE_BLOCK_FLOATS, register
+from funnelrec.models.base import SCORE_BLOCK_FLOATS, StateArrays, register
 from funnelrec.models.torch_base import CombinedOptimizer, TorchRecommender
 
 LOSS_TYPES = ("ce", "bpr-max", "top1-max")
@@ -606,6 +606,9 @@ class GRU4RecRecommender(TorchRecommender):
     # ---------------------------------------------------------------- persistence
     def _model_arrays(self) -> dict[str, np.ndarray]:
         return {"history_items": self.history_items_, "history_offsets": self.history_offsets_}
+
+    def _validate_state(self, state: StateArrays) -> None:
+        state.sequences("history_items", "history_offsets", len(self.visitor_map_), self.n_items)
 
     def _restore_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.history_items_ = arrays["history_items"]

@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from funnelrec.data.encoding import Interactions, Sequences
-from funnelrec.models.base import register
+from funnelrec.models.base import StateArrays, register
 from funnelrec.models.torch_base import CombinedOptimizer, TorchRecommender
 
 LOSS_TYPES = ("auto", "ce", "sampled", "gbce")
@@ -478,6 +478,9 @@ class SASRecRecommender(TorchRecommender):
     # ---------------------------------------------------------------- persistence
     def _model_arrays(self) -> dict[str, np.ndarray]:
         return {"history_items": self.history_items_, "history_offsets": self.history_offsets_}
+
+    def _validate_state(self, state: StateArrays) -> None:
+        state.sequences("history_items", "history_offsets", len(self.visitor_map_), self.n_items)
 
     def _restore_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.history_items_ = arrays["history_items"].astype(np.int64)
