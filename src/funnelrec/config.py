@@ -70,7 +70,7 @@ class Settings(BaseSettings):
 
     @property
     def processed_dir(self) -> Path:
-        """Where results (CSV tables) are written."""
+        """Where the example notebook writes its tables and pictures (runs keep theirs in reports/<run>/)."""
         return self.data_dir / "processed"
 
     def resolve_device(self) -> str:
