@@ -137,6 +137,15 @@ def test_recommend_explains_and_takes_a_visitor_with_a_live_session(demo_run):
     assert _flat(anonymous.output).count("(confidence ") == 2
 
 
+def test_recommend_explains_a_cold_start_answer_as_popularity(demo_run):
+    # an unknown visitor without a session gets popular items: the text must not credit the model
+    result = runner.invoke(app, ["--quiet", "recommend", "--model", str(demo_run / "session_knn"),
+                                 "--visitor", "987654321", "-n", "2", "--explain"])
+    assert result.exit_code == 0, result.output
+    flat = _flat(result.output)
+    assert flat.count("Ranked by popularity") == 2 and "Ranked by SessionKNN" not in flat
+
+
 def test_recommend_explain_needs_the_runs_explainer(demo_run, tmp_path):
     alone = shutil.copytree(demo_run / "popular", tmp_path / "popular")  # a model outside any run
     result = runner.invoke(app, ["--quiet", "recommend", "--model", str(alone), "--items", "1", "--explain"])

@@ -602,12 +602,10 @@ def _load_explainer(selection):
 
 def _explain(explainer, model, recs, visitor: int | None, session_item_ids: list[int] | None) -> list[str]:
     """One line per recommendation: the explainer's summary and confidence (as the service explains)."""
-    from funnelrec.serving.app import anonymous_visitor_id
-
     explanations = explainer.explain_batch(
-        user_id=anonymous_visitor_id(explainer) if visitor is None else visitor,
+        user_id=explainer.anonymous_visitor_id if visitor is None else visitor,
         recommendations=list(recs), model_name=model.name, session_item_ids=session_item_ids,
-        component_weights=getattr(recs, "component_weights", None),
+        component_weights=getattr(recs, "component_weights", None), is_fallback=recs.is_fallback,
         funnel_stage="new" if visitor is None else None,
     )
     from rich.markup import escape

@@ -273,7 +273,8 @@ def sample_explanations(
             else:
                 recs = model.recommend(int(visitor), n_items=n_items)
             explanations = explainer.explain_batch(
-                user_id=-1 if visitor is None else int(visitor), recommendations=recs, model_name=model.name,
+                user_id=explainer.anonymous_visitor_id if visitor is None else int(visitor),
+                recommendations=recs, model_name=model.name,
                 session_item_ids=live, component_weights=getattr(recs, "component_weights", None),
             )
             out.append({

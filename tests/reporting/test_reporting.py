@@ -416,3 +416,13 @@ def test_the_report_shows_a_progress_bar_unless_bars_are_off(tmp_path, capsys, m
     monkeypatch.setattr(settings, "progress_bars", shown)
     build_report(tmp_path / "r", results=results)
     assert ("report:" in capsys.readouterr().err) is shown
+
+
+def test_a_card_does_not_repeat_the_reason_its_summary_ends_with(tmp_path):
+    # summaries read "Ranked by <model>. <leading reason>": the reason must not show twice
+    lead, other = "You added item 4 to your cart.", "Item 5 is in the category you viewed most."
+    card = {"visitor_id": 9, "funnel_stage": "considerer", "model": "ALS", "items": [{
+        "item_id": 5, "score": 0.7, "confidence": 0.6,
+        "summary": f"Ranked by ALS (collaborative filtering). {lead}", "reasons": [lead, other]}]}
+    html = build_report(tmp_path / "r", explanations=[card]).read_text(encoding="utf-8")
+    assert html.count(lead) == 1 and html.count(other) == 1

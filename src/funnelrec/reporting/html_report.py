@@ -208,7 +208,8 @@ def _normalise_card(raw: Mapping[str, Any], position: int) -> dict[str, Any]:
             else:
                 reasons.append({"text": str(reason), "type": ""})
         summary = str(item.get("summary") or (reasons[0]["text"] if reasons else ""))
-        extra = reasons[1:] if reasons and reasons[0]["text"] == summary else reasons
+        # the summary ends with the leading reason ("Ranked by ALS. <reason>"): don't repeat it
+        extra = reasons[1:] if reasons and summary.endswith(reasons[0]["text"]) else reasons
         try:
             confidence = float(item.get("confidence", 0.0))
         except (TypeError, ValueError):

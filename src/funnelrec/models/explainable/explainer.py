@@ -601,6 +601,12 @@ class RecommendationExplainer:
             is_fallback=is_fallback,
         )[0]
 
+    @property
+    def anonymous_visitor_id(self) -> int:
+        """A visitor id this explainer has never seen: it explains a live session without a visitor."""
+        known = self.visitor_map_.ids
+        return -1 if -1 not in self.visitor_map_ else int(known.min()) - 1
+
     def explain_batch(
         self,
         user_id: int,
