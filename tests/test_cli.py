@@ -175,6 +175,21 @@ def test_serve_on_port_0_announces_the_port_it_bound(demo_run, monkeypatch):
     assert announced and int(announced.group(1)) == bound["port"] != 0
 
 
+@pytest.mark.parametrize(("flag", "level"), [("--quiet", "warning"), ("--verbose", "debug"), (None, "info")])
+def test_serve_gives_uvicorn_the_commands_log_level(demo_run, monkeypatch, flag, level):
+    import uvicorn
+
+    seen: dict[str, object] = {}
+
+    async def stop_at_once(self) -> None:
+        seen["level"] = self.config.log_level
+
+    monkeypatch.setattr(uvicorn.Server, "main_loop", stop_at_once)
+    result = runner.invoke(app, [*([flag] if flag else []), "serve", "--artifacts", str(demo_run), "--port", "0"])
+    assert result.exit_code == 0, result.output
+    assert seen["level"] == level
+
+
 def test_report_rebuilds_a_runs_report_from_its_saved_models(demo_run, demo_root, tmp_path, monkeypatch):
     monkeypatch.setattr(settings, "reports_dir", tmp_path / "reports")
     result = runner.invoke(app, ["--quiet", "report", "--artifacts", str(demo_run), "--max-users", "50"])

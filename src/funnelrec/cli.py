@@ -32,6 +32,9 @@ EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 
 
+_log_level = "INFO"  # set by the callback; `serve` hands it to uvicorn's own loggers
+
+
 @app.callback()
 def main(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
@@ -43,7 +46,9 @@ def main(
     """Set log verbosity and thread counts for every command."""
     from funnelrec.threads import configure_threads
 
-    funnelrec.enable_logging("DEBUG" if verbose else "WARNING" if quiet else "INFO")
+    global _log_level
+    _log_level = "DEBUG" if verbose else "WARNING" if quiet else "INFO"
+    funnelrec.enable_logging(_log_level)
     settings.progress_bars = not quiet  # every tqdm bar goes through funnelrec.progress
     configure_threads(threads)  # before any command imports torch: one thread count for all
 
@@ -656,7 +661,7 @@ def serve(
                               f"on http://{host}:{bound} (docs at /docs)")
 
     server = AnnouncingServer(uvicorn.Config(
-        web, host=host, port=port, log_level="info", timeout_keep_alive=timeout_keep_alive))
+        web, host=host, port=port, log_level=_log_level.lower(), timeout_keep_alive=timeout_keep_alive))
     quiet = _ArtifactStartupFilter(web)
     logging.getLogger("uvicorn.error").addFilter(quiet)
     try:
