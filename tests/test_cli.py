@@ -219,7 +219,7 @@ def test_demo_scale_gets_its_own_data_and_each_run_keeps_its_results(workdir):
     assert "(synthetic, scale 'tiny')" in _flat(scaled.output)
     (first,) = (workdir / "artifacts").iterdir()
     assert json.loads((first / "run.json").read_text())["raw_dir"] == str(
-        (workdir / "data" / "synthetic" / "tiny").resolve())
+        (workdir / "data" / "synthetic" / f"tiny-seed{settings.random_seed}").resolve())
     first_results = (workdir / "reports" / first.name / "results.csv").read_bytes()
 
     plain = runner.invoke(app, ["--quiet", "demo", "--models", "popular", "--max-users", "20", "--no-report"])
@@ -307,3 +307,11 @@ def test_train_writes_a_run_and_a_folder_of_runs_says_which_run_it_takes(workdir
         assert f"holds 2 runs ({run.name}, {newest.name}); using the newest, {newest.name}" in flat
         assert "outside any run: popular" in flat
     assert f"Serving session_knn from {newest} on" in flat
+
+
+def test_demo_scale_data_is_kept_per_seed(workdir, monkeypatch):
+    from funnelrec.pipeline import synthetic_dir
+
+    monkeypatch.setattr(settings, "random_seed", 5)
+    assert synthetic_dir("tiny") == synthetic_dir("tiny", seed=5) != synthetic_dir("tiny", seed=6)
+    assert synthetic_dir("tiny").name == "tiny-seed5"

@@ -94,13 +94,15 @@ def ensure_data(raw_dir: Path | None = None, scale: str | None = None, seed: int
     return raw_dir
 
 
-def synthetic_dir(scale: str) -> Path:
-    """Where ``funnelrec demo --scale SCALE`` keeps its synthetic data: ``<data_dir>/synthetic/<scale>``.
+def synthetic_dir(scale: str, seed: int | None = None) -> Path:
+    """Where ``funnelrec demo --scale SCALE`` keeps its synthetic data:
+    ``<data_dir>/synthetic/<scale>-seed<seed>`` (``seed``: ``settings.random_seed`` by default).
 
     Apart from ``raw_dir``, so that asking for a scale never overwrites (or silently reuses) the
-    data in ``data/raw``, real or synthetic.
+    data in ``data/raw``, real or synthetic; keyed by the seed too, so that another
+    ``FUNNELREC_RANDOM_SEED`` gets its own data instead of the last seed's.
     """
-    return settings.data_dir / "synthetic" / scale
+    return settings.data_dir / "synthetic" / f"{scale}-seed{settings.random_seed if seed is None else seed}"
 
 
 def prepare_data(
