@@ -157,6 +157,16 @@ def report(campaigns: list[Campaign], artifacts: Path, models: list[str], args) 
     return "\n".join(lines)
 
 
+def headline(campaigns: list[Campaign], max_examples: int) -> str:
+    """What the campaign found, in one line: 5xx, check failures, keyless answers other than 401."""
+    verdict = "none found" if all(c.clean for c in campaigns) else "defects found"
+    not_refused = sum(len(c.not_refused) for c in campaigns)
+    return (f"{verdict}: {sum(c.server_errors for c in campaigns)} 5xx, "
+            f"{sum(c.check_failures for c in campaigns)} check failures, {not_refused} protected requests "
+            f"answered without 401, in {sum(c.requests for c in campaigns):,} requests "
+            f"({' and '.join(c.label for c in campaigns)}; at most {max_examples} examples per operation)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("artifacts", type=Path,
@@ -190,10 +200,11 @@ def main() -> None:
     finally:
         stop_server(proc)
     body = report(campaigns, artifacts, models, args)
-    print(body)
+    figures = headline(campaigns, args.max_examples)
+    print(f"{body}\n\nheadline: {figures}")
     if not args.no_record:
         command = "python benchmarks/api_fuzz.py " + " ".join(sys.argv[1:])
-        append_results(TITLE, command.strip(), body)
+        append_results(TITLE, command.strip(), body, figures)
     sys.exit(0 if all(c.clean for c in campaigns) else 1)
 
 

@@ -50,6 +50,19 @@ def table(frame: pd.DataFrame, columns: list[str]) -> str:
     return head + "\n".join(rows)
 
 
+def accuracy_headline(holdout: pd.DataFrame, sessions: pd.DataFrame, n_beat: int, n_checks: int) -> str:
+    """The best model of each protocol against Popular, and how many beats-Popular checks hold."""
+    best_visitor = holdout.loc[holdout["ndcg@10"].idxmax()]
+    best_session = sessions.loc[sessions["mrr@20"].idxmax()]
+    popular_visitor = holdout.loc[holdout.model == "Popular", "ndcg@10"].item()
+    popular_session = sessions.loc[sessions.model == "Popular", "mrr@20"].item()
+    return (
+        f"nDCG@10: {best_visitor['model']} {best_visitor['ndcg@10']:.4f} best (Popular {popular_visitor:.4f}); "
+        f"session MRR@20: {best_session['model']} {best_session['mrr@20']:.4f} best (Popular "
+        f"{popular_session:.4f}); beats Popular: {n_beat}/{n_checks} checks"
+    )
+
+
 def accuracy(record: bool) -> None:
     train, _, test = load_split("demo")
     evaluator = Evaluator(k_values=[5, 10, 20])
@@ -67,16 +80,17 @@ def accuracy(record: bool) -> None:
     holdout, sessions = pd.DataFrame(holdout), pd.DataFrame(sessions)
     pop_ndcg = holdout.loc[holdout.model == "Popular", "ndcg@10"].item()
     pop_mrr = sessions.loc[sessions.model == "Popular", "mrr@20"].item()
+    checks = [
+        ("ALS", "evaluate ndcg@10", holdout.loc[holdout.model == "ALS", "ndcg@10"].item(), pop_ndcg),
+        ("Item2Vec", "evaluate ndcg@10", holdout.loc[holdout.model == "Item2Vec", "ndcg@10"].item(), pop_ndcg),
+        ("SessionKNN", "evaluate_sessions MRR@20",
+         sessions.loc[sessions.model == "SessionKNN", "mrr@20"].item(), pop_mrr),
+        ("Item2Vec", "evaluate_sessions MRR@20",
+         sessions.loc[sessions.model == "Item2Vec", "mrr@20"].item(), pop_mrr),
+    ]
     verdict = [
         f"- {m} beats Popular on {proto}: {'yes' if v > ref else 'NO'} ({v:.4f} vs {ref:.4f})"
-        for m, proto, v, ref in [
-            ("ALS", "evaluate ndcg@10", holdout.loc[holdout.model == "ALS", "ndcg@10"].item(), pop_ndcg),
-            ("Item2Vec", "evaluate ndcg@10", holdout.loc[holdout.model == "Item2Vec", "ndcg@10"].item(), pop_ndcg),
-            ("SessionKNN", "evaluate_sessions MRR@20",
-             sessions.loc[sessions.model == "SessionKNN", "mrr@20"].item(), pop_mrr),
-            ("Item2Vec", "evaluate_sessions MRR@20",
-             sessions.loc[sessions.model == "Item2Vec", "mrr@20"].item(), pop_mrr),
-        ]
+        for m, proto, v, ref in checks
     ]
     body = (
         f"Demo data: train {len(train):,} / test {len(test):,} events; hyperparameters of "
@@ -88,9 +102,11 @@ def accuracy(record: bool) -> None:
         f"{table(sessions, ['model', 'recall@5', 'recall@20', 'mrr@5', 'mrr@20', 'coverage'])}\n\n"
         + "\n".join(verdict)
     )
-    print(body)
+    headline = accuracy_headline(holdout, sessions, sum(v > ref for _, _, v, ref in checks), len(checks))
+    print(f"{body}\n\nheadline: {headline}")
     if record:
-        append_results("Baselines: accuracy on demo data", "python benchmarks/baselines.py --part accuracy", body)
+        append_results("Baselines: accuracy on demo data", "python benchmarks/baselines.py --part accuracy", body,
+                       headline)
 
 
 def latency_ms(fn, calls: list) -> tuple[float, float]:
@@ -100,6 +116,19 @@ def latency_ms(fn, calls: list) -> tuple[float, float]:
         fn(arg)
         times.append((time.perf_counter() - started) * 1000)
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def speed_headline(frame: pd.DataFrame) -> str:
+    """ALS's evaluate time and every model's recommend p99, each against its target."""
+    by_model = frame.set_index("model")
+    als_s = float(by_model.loc["ALS", "evaluate_2000_s"])
+    p99 = ", ".join(f"{model} {ms:.2f}" for model, ms in by_model["recommend_p99_ms"].items())
+    fast = by_model.loc[by_model.index.isin(["Popular", "ALS", "Item2Vec"]), "recommend_p99_ms"]
+    return (
+        f"ALS evaluate(2,000 visitors) {als_s:.2f} s (target < 10 s: {'met' if als_s < 10 else 'NOT met'}); "
+        f"recommend p99 {p99} ms (target < 5 ms for Popular/ALS/Item2Vec: "
+        f"{'met' if (fast < 5).all() else 'NOT met'})"
+    )
 
 
 def speed(record: bool) -> None:
@@ -131,9 +160,10 @@ def speed(record: bool) -> None:
         f"{table(frame, list(frame.columns))}\n\n"
         "Targets: ALS evaluate(max_users=2000) < 10 s; recommend p99 < 5 ms for Popular/ALS/Item2Vec."
     )
-    print(body)
+    headline = speed_headline(frame)
+    print(f"{body}\n\nheadline: {headline}")
     if record:
-        append_results("Baselines: speed at full scale", "python benchmarks/baselines.py --part speed", body)
+        append_results("Baselines: speed at full scale", "python benchmarks/baselines.py --part speed", body, headline)
 
 
 def main() -> None:

@@ -63,6 +63,7 @@ def main() -> None:
     total = sum(s for _, s, _ in steps)
     peak = peak_rss_gb()
 
+    met = "met" if total < 20 and peak < 4 else "NOT met"
     rows = "\n".join(f"| {name} | {sec:.2f} | {rss:.2f} |" for name, sec, rss in steps)
     body = (
         f"Scale `{args.scale}`: {len(events):,} events, {events['visitor_id'].nunique():,} visitors, "
@@ -70,12 +71,14 @@ def main() -> None:
         f"| step | seconds | peak RSS so far (GB) |\n|---|---:|---:|\n{rows}\n"
         f"| **whole chain** | **{total:.2f}** | **{peak:.2f}** |\n\n"
         f"Peak RSS after imports, before loading: {base_rss:.2f} GB. "
-        f"Target: < 20 s and < 4 GB -> {'met' if total < 20 and peak < 4 else 'NOT met'}."
+        f"Target: < 20 s and < 4 GB -> {met}."
     )
-    print(body)
+    headline = (f"whole chain {total:.2f} s, peak RSS {peak:.2f} GB on {len(events):,} events "
+                f"(target < 20 s and < 4 GB: {met})")
+    print(f"{body}\n\nheadline: {headline}")
     if not args.no_record:
         append_results(f"Data pipeline ({args.scale})", "python benchmarks/data_pipeline.py --scale "
-                       f"{args.scale}", body)
+                       f"{args.scale}", body, headline)
 
 
 if __name__ == "__main__":

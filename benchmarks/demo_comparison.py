@@ -53,6 +53,18 @@ def paired_bootstrap_ci(ours: pd.Series, ref: pd.Series, n_resamples: int = 2000
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
+def comparison_headline(holdout: pd.DataFrame, sessions: pd.DataFrame, n_yes: int, n_yes_in_noise: int,
+                        n_checks: int) -> str:
+    """The two best models of each protocol, and how many checks hold (how many of those within noise)."""
+    def top_two(frame: pd.DataFrame, metric: str) -> str:
+        ranked = frame.sort_values(metric, ascending=False).head(2)
+        (first, first_value), (second, second_value) = zip(ranked["model"], ranked[metric], strict=True)
+        return f"{first} {first_value:.4f} best, {second} {second_value:.4f} next"
+
+    return (f"nDCG@10: {top_two(holdout, 'ndcg@10')}; session MRR@20: {top_two(sessions, 'mrr@20')}; "
+            f"checks {n_yes}/{n_checks} yes ({n_yes_in_noise} of them within noise)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-record", action="store_true")
@@ -89,7 +101,7 @@ def main() -> None:
         checks.append((f"hybrid > {other} on evaluate ndcg@10", ndcg(hybrid), ndcg(other)))
         checks.append((f"hybrid > {other} on evaluate_sessions MRR@20", mrr(hybrid), mrr(other)))
     per_visitor, per_event = paired_details(outcome, data)
-    lines = []
+    lines, n_yes, n_yes_in_noise = [], 0, 0
     for text, ours, ref in checks:
         first, _, rest = text.partition(" > ")
         second, _, protocol = rest.partition(" on ")
@@ -98,6 +110,8 @@ def main() -> None:
         low, high = paired_bootstrap_ci(frame[first][metric], frame[second][metric])
         verdict = "yes" if ours > ref else "NO"
         verdict += "" if low > 0 or high < 0 else " (within noise)"
+        n_yes += ours > ref
+        n_yes_in_noise += ours > ref and low <= 0 <= high
         lines.append(f"- {text}: {verdict} ({ours:.4f} vs {ref:.4f}, {100 * (ours / ref - 1):+.1f}%; "
                      f"paired 95% CI of the difference [{low:+.4f}, {high:+.4f}])")
     verdicts = "\n".join(lines)
@@ -115,9 +129,10 @@ def main() -> None:
         f"{outcome.models['funnel_hybrid'].explain_weights(int(data.train['visitor_id'].iloc[0]))}\n\n"
         f"{verdicts}"
     )
-    print(body)
+    headline = comparison_headline(outcome.results, outcome.session_results, n_yes, n_yes_in_noise, len(checks))
+    print(f"{body}\n\nheadline: {headline}")
     if not args.no_record:
-        append_results("All demo models on demo data", "python benchmarks/demo_comparison.py", body)
+        append_results("All demo models on demo data", "python benchmarks/demo_comparison.py", body, headline)
     pd.set_option("display.width", 200)
 
 

@@ -91,9 +91,12 @@ def main() -> None:
         "to_dict, on an explainer loaded from disk; half the requests carry a live session.\n\n"
         + table(frame, ["scale", "items", "visitors", "fit_s", "requests", "p50_ms", "p99_ms"])
     )
-    print(body)
+    headline = f"{N_ITEMS} items explained per request: " + ", ".join(
+        f"{row.scale} p99 {row.p99_ms:.2f} ms (p50 {row.p50_ms:.2f})" for row in frame.itertuples(index=False))
+    print(f"{body}\n\nheadline: {headline}")
     if not args.no_record:
-        append_results("Explanation cost per request", " ".join(["benchmarks/explain_speed.py", *sys.argv[1:]]), body)
+        append_results("Explanation cost per request", " ".join(["benchmarks/explain_speed.py", *sys.argv[1:]]), body,
+                       headline)
 
 
 if __name__ == "__main__":

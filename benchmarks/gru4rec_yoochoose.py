@@ -111,6 +111,22 @@ def parse_params(pairs: list[str]) -> dict[str, object]:
     return params
 
 
+def yoochoose_headline(per_seed: list[tuple[int, float, float, float]], epochs: int) -> str:
+    """Recall@20 and MRR@20 (mean ± sd over several seeds) against the official figures, fit speed.
+
+    ``per_seed``: ``(seed, recall@20, mrr@20, fit seconds)`` of each seed, in run order.
+    """
+    recalls = [r for _, r, _, _ in per_seed]
+    mrrs = [m for _, _, m, _ in per_seed]
+    if len(per_seed) > 1:
+        figures = (f"Recall@20 {statistics.mean(recalls):.4f} ± {statistics.stdev(recalls):.4f}, MRR@20 "
+                   f"{statistics.mean(mrrs):.4f} ± {statistics.stdev(mrrs):.4f} over {len(per_seed)} seeds")
+    else:
+        figures = f"Recall@20 {recalls[0]:.4f}, MRR@20 {mrrs[0]:.4f}, seed {per_seed[0][0]}"
+    seconds_per_epoch = statistics.mean(f for _, _, _, f in per_seed) / epochs
+    return f"{figures} (official 0.664 / 0.353); fit {seconds_per_epoch:.1f} s/epoch"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=OFFICIAL_RSC15_CE["epochs"])
@@ -175,14 +191,15 @@ def main() -> int:
             f"**{statistics.mean(mrrs):.4f} ± {statistics.stdev(mrrs):.4f}** | |",
         ]
     body = "\n".join(lines)
-    print(body)
+    headline = yoochoose_headline(per_seed, params["epochs"])
+    print(f"{body}\n\nheadline: {headline}")
     if not args.no_append:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from _results import append_results
 
         command = " ".join([".venv/bin/python", "benchmarks/gru4rec_yoochoose.py", *map(shlex.quote, sys.argv[1:])])
         settings_name = "official RSC15 cross-entropy settings" + (" with overrides" if args.param else "")
-        path = append_results(f"GRU4Rec on YOOCHOOSE-100k ({settings_name})", command, body)
+        path = append_results(f"GRU4Rec on YOOCHOOSE-100k ({settings_name})", command, body, headline)
         print(f"appended to {path}")
     return 0
 

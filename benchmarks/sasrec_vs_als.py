@@ -87,11 +87,16 @@ def main() -> None:
         f"theirs.\n\n"
         f"{table(frame, list(frame.columns))}"
     )
-    print(body)
+    by_model = frame.set_index("model")
+    als, sasrec = by_model.loc["ALS"], by_model.loc["SASRec"]
+    headline = (f"nDCG@10 over {len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}: SASRec "
+                f"{sasrec['mean']:.4f} ± {sasrec['std']:.4f} vs ALS {als['mean']:.4f} ± {als['std']:.4f}; "
+                f"paired 95% CI of the difference {sasrec['95% CI vs ALS']}")
+    print(f"{body}\n\nheadline: {headline}")
     if not args.no_record:
         seeds = " ".join(map(str, args.seeds))
         append_results("SASRec vs ALS over seeds (visitor holdout)",
-                       f"python benchmarks/sasrec_vs_als.py --seeds {seeds}", body)
+                       f"python benchmarks/sasrec_vs_als.py --seeds {seeds}", body, headline)
 
 
 if __name__ == "__main__":

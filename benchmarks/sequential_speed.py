@@ -66,6 +66,15 @@ def measure(scale: str, epochs: int, only: set[str] | None = None) -> list[dict]
     return rows
 
 
+def speed_headline(frame: pd.DataFrame) -> str:
+    """Throughput and session p99 of each model timed at the largest scale of the run."""
+    largest = frame[frame["scale"] == frame.loc[frame["items"].idxmax(), "scale"]]
+    scale, items = largest["scale"].iloc[0], int(largest["items"].max())
+    models = "; ".join(f"{row.model} {row.train_events_per_s:,} events/s, session p99 {row.session_p99_ms:.2f} ms"
+                       for row in largest.itertuples(index=False))
+    return f"{scale} scale ({items:,} items): {models} (targets >= 13k events/s, p99 < 20 ms)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", default="demo,full")
@@ -86,12 +95,13 @@ def main() -> None:
         "run on yoochoose-100k is in the GRU4Rec section: 1.75 s/epoch for 70k events = 40k events/s); "
         "SASRec >= 13k events/s (5x RecBole); session p99 < 20 ms at 235k items."
     )
-    print(body)
+    headline = speed_headline(frame)
+    print(f"{body}\n\nheadline: {headline}")
     if not args.no_record:
         append_results("GRU4Rec and SASRec: training throughput and session latency",
                        f"python benchmarks/sequential_speed.py --scales {args.scales} --epochs {args.epochs} "
                        f"--models {args.models}",
-                       body)
+                       body, headline)
 
 
 if __name__ == "__main__":

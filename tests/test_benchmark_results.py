@@ -6,8 +6,10 @@ import importlib.util
 import os
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -163,3 +165,75 @@ def test_the_checked_in_results_file_round_trips_and_has_one_row_per_benchmark(r
     titles = [results.row_title(row) for row in rows]
     assert len(titles) == len(set(titles))
     assert set(titles) == {t for t in sections if not t.startswith("Notes")}
+
+
+# --------------------------------------------------------------------------- the scripts' headlines
+@pytest.fixture(scope="module")
+def script(results):
+    """``script(name)``: ``benchmarks/<name>.py`` as a module (it puts benchmarks/ on sys.path)."""
+
+    def load(name: str):
+        if name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        return sys.modules[name]
+
+    return load
+
+
+def test_faiss_headline_takes_the_fastest_index_that_reaches_the_recall_target(script):
+    table = pd.DataFrame({"index": ["exact (IndexFlatIP)", "HNSW a", "HNSW b", "IVF c"],
+                          "recall@20": [1.0, 0.96, 0.90, 0.951], "p99 ms": [0.1, 0.42, 0.2, 0.30]})
+    faiss_headline = script("two_tower_retrieval").faiss_headline
+    assert faiss_headline(table) == "FAISS IVF c: recall@20 0.951, p99 0.30 ms (fastest with recall@20 >= 0.95)"
+    assert faiss_headline(table, 0.99).startswith("FAISS HNSW a: recall@20 0.960, p99 0.42 ms (best recall; none")
+
+
+def test_demo_comparison_headline_names_the_two_best_of_each_protocol(script):
+    visitors = pd.DataFrame({"model": ["ALS", "Hybrid", "Popular", "SASRec"], "ndcg@10": [0.0835, 0.0901, 0.0224, 0.0858]})
+    sessions = pd.DataFrame({"model": ["ALS", "GRU4Rec", "TwoTower"], "mrr@20": [0.15, 0.3234, 0.297]})
+    assert script("demo_comparison").comparison_headline(visitors, sessions, 13, 4, 14) == (
+        "nDCG@10: Hybrid 0.0901 best, SASRec 0.0858 next; session MRR@20: GRU4Rec 0.3234 best, "
+        "TwoTower 0.2970 next; checks 13/14 yes (4 of them within noise)")
+
+
+def test_baselines_speed_headline_judges_only_the_models_with_a_latency_target(script):
+    frame = pd.DataFrame({"model": ["Popular", "ALS", "Item2Vec", "SessionKNN"],
+                          "evaluate_2000_s": [4.5, 12.0, 2.7, 13.7], "recommend_p99_ms": [0.52, 2.2, 3.3, 6.0]})
+    speed_headline = script("baselines").speed_headline
+    assert speed_headline(frame) == (
+        "ALS evaluate(2,000 visitors) 12.00 s (target < 10 s: NOT met); recommend p99 Popular 0.52, ALS 2.20, "
+        "Item2Vec 3.30, SessionKNN 6.00 ms (target < 5 ms for Popular/ALS/Item2Vec: met)")
+    frame.loc[2, "recommend_p99_ms"] = 5.0
+    assert speed_headline(frame).endswith("Popular/ALS/Item2Vec: NOT met)")
+
+
+def test_sequential_speed_headline_reports_the_largest_scale(script):
+    frame = pd.DataFrame({"scale": ["demo", "demo", "full", "full"], "model": ["GRU4Rec", "SASRec"] * 2,
+                          "items": [9974, 9974, 227233, 227233], "train_events_per_s": [61774, 76143, 97889, 55280],
+                          "session_p99_ms": [0.77, 0.92, 13.618, 8.5836]})
+    assert script("sequential_speed").speed_headline(frame) == (
+        "full scale (227,233 items): GRU4Rec 97,889 events/s, session p99 13.62 ms; SASRec 55,280 events/s, "
+        "session p99 8.58 ms (targets >= 13k events/s, p99 < 20 ms)")
+
+
+def test_yoochoose_headline_gives_mean_and_sd_over_seeds(script):
+    yoochoose_headline = script("gru4rec_yoochoose").yoochoose_headline
+    seeds = [(42, 0.66, 0.35, 20.0), (43, 0.68, 0.37, 22.0)]
+    assert yoochoose_headline(seeds, 10) == (
+        "Recall@20 0.6700 ± 0.0141, MRR@20 0.3600 ± 0.0141 over 2 seeds (official 0.664 / 0.353); fit 2.1 s/epoch")
+    assert yoochoose_headline(seeds[1:], 10) == (
+        "Recall@20 0.6800, MRR@20 0.3700, seed 43 (official 0.664 / 0.353); fit 2.2 s/epoch")
+
+
+def test_api_fuzz_headline_says_defects_when_a_request_got_a_5xx(script):
+    api_fuzz = script("api_fuzz")
+    keyed = api_fuzz.Campaign("with the key", 0, 5, 120, Counter({200: 100, 422: 20}), [], [])
+    keyless = api_fuzz.Campaign("without the key", 0, 5, 80, Counter({401: 80}), [], [])
+    assert api_fuzz.headline([keyed, keyless], 50) == (
+        "none found: 0 5xx, 0 check failures, 0 protected requests answered without 401, in 200 requests "
+        "(with the key and without the key; at most 50 examples per operation)")
+    keyed.statuses[500] += 2
+    assert api_fuzz.headline([keyed, keyless], 50).startswith("defects found: 2 5xx, ")
