@@ -134,19 +134,76 @@ def _prepare_data(raw_dir: Path | None, loader_options: dict[str, Any]):
         _fail(str(exc), EXIT_BAD_INPUT)
 
 
-def _parse_item_ids(text: str, option: str = "--items") -> list[int]:
-    """``"1,2,3"`` -> ``[1, 2, 3]``; an empty or non-integer id exits 2 naming it."""
+def _parse_item_ids(text: str, option: str = "--items", text_ids=None) -> list[int]:
+    """``"1,2,3"`` -> ``[1, 2, 3]``; an empty or non-integer id exits 2 naming it. With
+    ``text_ids`` (the run's item map) the ids are the shop's text ids, read as codes (:func:`_text_codes`)."""
     ids = []
-    for position, part in enumerate(text.split(","), 1):
-        part = part.strip()
+    parts = [part.strip() for part in text.split(",")]
+    for position, part in enumerate(parts, 1):
         if not part:
-            _fail(f"{option} {text!r}: id {position} is empty; give item ids like 1,2,3", EXIT_BAD_INPUT)
+            example = ",".join(text_ids[:2]) if text_ids is not None else "1,2,3"
+            _fail(f"{option} {text!r}: id {position} is empty; give item ids like {example}", EXIT_BAD_INPUT)
+        if text_ids is not None:
+            continue
         try:
             ids.append(int(part))
         except ValueError:
             _fail(f"{option} {text!r}: {part!r} is not an item id (ids are integers, like 1,2,3)",
                   EXIT_BAD_INPUT)
-    return ids
+    return _text_codes(parts, text_ids, "item", option) if text_ids is not None else ids
+
+
+def _parse_visitor_id(text: str, text_ids=None) -> int:
+    """``--visitor``'s id: an integer, or with ``text_ids`` (the run's visitor map) the shop's text
+    id, read as its code (:func:`_text_codes`); empty or not an integer exits 2 naming it."""
+    text = text.strip()
+    if not text:
+        _fail("--visitor is empty; give a visitor id", EXIT_BAD_INPUT)
+    if text_ids is not None:
+        return _text_codes([text], text_ids, "visitor", "--visitor")[0]
+    try:
+        return int(text)
+    except ValueError:
+        _fail(f"--visitor {text!r} is not a visitor id (ids are integers, like 123)", EXIT_BAD_INPUT)
+    raise AssertionError("unreachable")
+
+
+def _run_id_maps(selection) -> dict[str, Any]:
+    """The run's text-id maps (its id_maps.json, written for ``--string-ids``): role -> the shop's
+    ids, code = position; empty for a run of integer ids. A damaged file exits 2."""
+    from funnelrec.data.loaders.retailrocket import ID_MAPS_FILE, DataError, load_id_maps
+
+    if selection.run_dir is None or not (selection.run_dir / ID_MAPS_FILE).is_file():
+        return {}
+    try:
+        return load_id_maps(selection.run_dir)
+    except DataError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    raise AssertionError("unreachable")
+
+
+def _text_codes(texts: list[str], text_ids, what: str, option: str) -> list[int]:
+    """The codes of the shop's text ids. One the run never saw gets -1, a code no model knows, so
+    it is what an unknown integer id is (an item ignored, a visitor without history), said so."""
+    from rich.markup import escape
+
+    codes = text_ids.get_indexer(texts).tolist()
+    unknown = [text for text, code in zip(texts, codes, strict=True) if code < 0]
+    if unknown:
+        several = len(unknown) > 1
+        console.print(f"[yellow]note:[/] {option}: {escape(', '.join(map(repr, unknown)))} {'are' if several else 'is'} "
+                      f"not among the run's {what} ids (id_maps.json); treated as unknown {what}{'s' * several}")
+    return codes
+
+
+def _shop_item_ids(codes: list[int], text_ids) -> list[str]:
+    """The shop's text ids of item codes; a code outside the map (an id_maps.json that is not this
+    model's) exits 2."""
+    outside = [code for code in codes if not 0 <= code < len(text_ids)]
+    if outside:
+        _fail(f"item code(s) {outside[:5]} are outside the run's id_maps.json ({len(text_ids)} items): "
+              "the file is not this model's", EXIT_BAD_INPUT)
+    return text_ids[codes].tolist()
 
 
 def _select(path: Path):
@@ -535,9 +592,11 @@ def recommend(
     model: Annotated[Path, typer.Option(
         help="A saved model folder (<run>/<model>), or a run folder: its default model, as `serve` "
              "picks it (said so).")],
-    visitor: Annotated[int | None, typer.Option(help="Visitor id.")] = None,
+    visitor: Annotated[str | None, typer.Option(
+        help="Visitor id (the shop's text id on a run trained with --string-ids visitor).")] = None,
     items: Annotated[str | None, typer.Option(
-        help="Live session item ids, comma-separated; with --visitor, that visitor's live session.")] = None,
+        help="Live session item ids, comma-separated; with --visitor, that visitor's live session "
+             "(the shop's text ids on a run trained with --string-ids item).")] = None,
     n: Annotated[int, typer.Option("-n", help="How many recommendations.")] = 10,
     explain: Annotated[bool, typer.Option(
         "--explain", help="Say why each item is recommended (with the run's saved explainer).")] = False,
@@ -545,11 +604,22 @@ def recommend(
         "--exclude-session-items/--include-session-items",
         help="Leave the --items themselves out of the answer (as on a shop page), or let them in.")] = True,
 ) -> None:
-    """Recommend for a visitor (``--visitor``), a live session (``--items``), or both."""
+    """Recommend for a visitor (``--visitor``), a live session (``--items``), or both.
+
+    On a run trained with ``--string-ids`` (its id_maps.json) the ids given and printed, in the
+    explanations too, are the shop's text ids; the models' codes stay inside.
+    """
+    from rich.markup import escape
+
     if visitor is None and items is None:
         _fail("give --visitor, --items or both", EXIT_BAD_INPUT)
-    ids = _parse_item_ids(items) if items is not None else None
     selection = _select(model)
+    id_maps = _run_id_maps(selection)
+    item_texts, visitor_texts = id_maps.get("item"), id_maps.get("visitor")
+    ids = _parse_item_ids(items, text_ids=item_texts) if items is not None else None
+    given_visitor, visitor = visitor, _parse_visitor_id(visitor, visitor_texts) if visitor is not None else None
+    # printed as given where it is the shop's text id, else as the integer read
+    visitor_name = given_visitor.strip() if visitor_texts is not None and given_visitor is not None else str(visitor)
     key = next(iter(selection.model_dirs))
     if len(selection.model_dirs) > 1:
         from funnelrec.serving.app import default_model_key
@@ -559,6 +629,9 @@ def recommend(
                       f"another with --model {selection.root / '<model>'}: {', '.join(selection.model_dirs)}")
     loaded = next(iter(_load_models(selection.model_dirs[key]).values()))
     explainer = _load_explainer(selection) if explain else None
+    if explainer is not None and item_texts is not None and explainer.item_names is None:
+        # the explainer's own display-name option: its sentences name items by the shop's ids
+        explainer.item_names = dict(enumerate(("item " + item_texts).tolist()))
     # as the service answers: a visitor the model knows reads the live session with the history;
     # otherwise the session alone speaks
     known = visitor is not None and bool(loaded.visitor_map_.to_idx([visitor])[0] >= 0)
@@ -570,20 +643,23 @@ def recommend(
             recs = loaded.recommend_by_item_ids(ids, n_items=n, exclude_session_items=exclude_session_items)
     except ValueError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
-    who = f"visitor {visitor}" if visitor is not None else "a new visitor"
+    who = f"visitor {visitor_name}" if visitor is not None else "a new visitor"
     if ids:
-        who += f" viewing {', '.join(map(str, ids))}"
+        viewed = [part.strip() for part in items.split(",")] if item_texts is not None else map(str, ids)
+        who += f" viewing {', '.join(viewed)}"
     if visitor is not None and ids and not known:
-        who += f" (visitor {visitor} is unknown to {loaded.name}: from the session alone)"
-    table = Table(title=f"{loaded.name}: {who}" + (" (cold start: popular items)" if recs.is_fallback else ""))
+        who += f" (visitor {visitor_name} is unknown to {loaded.name}: from the session alone)"
+    shown = [str(item_id) for item_id, _ in recs] if item_texts is None else \
+        _shop_item_ids([item_id for item_id, _ in recs], item_texts)
+    table = Table(title=f"{loaded.name}: {escape(who)}" + (" (cold start: popular items)" if recs.is_fallback else ""))
     table.add_column("rank", justify="right")
     table.add_column("item_id", justify="right")
     table.add_column("score", justify="right")
     reasons = _explain(explainer, loaded, recs, visitor if known or not ids else None, ids) if explainer else None
     if reasons is not None:
         table.add_column("why")
-    for rank, (item_id, score) in enumerate(recs, 1):
-        cells = [str(rank), str(item_id), f"{score:.4f}"]
+    for rank, ((_, score), item_name) in enumerate(zip(recs, shown, strict=True), 1):
+        cells = [str(rank), escape(item_name), f"{score:.4f}"]
         if reasons is not None:
             cells.append(reasons[rank - 1])
         table.add_row(*cells)
