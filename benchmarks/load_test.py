@@ -1,21 +1,26 @@
-"""Load test of `funnelrec serve`: paced requests from several clients, latency per endpoint.
+"""Load test of `funnelrec serve` on what `funnelrec demo` saves: every model of the run, one by one.
 
-    .venv/bin/python benchmarks/load_test.py                        # demo-scale artifacts (cached)
+    .venv/bin/python benchmarks/load_test.py                        # a demo-scale run (built once, cached)
     .venv/bin/python benchmarks/load_test.py --artifacts artifacts  # the latest `funnelrec demo` run
+    .venv/bin/python benchmarks/load_test.py --scale tiny --requests 200 --warmup 20 --no-record  # smoke
 
-Builds (once, cached in benchmarks/.cache/load_test) Popular, ALS, SessionKNN and an explainer on
-the synthetic demo data, or reuses saved artifacts; starts `funnelrec serve` in a subprocess on
-127.0.0.1 with a free port and an API key; waits for /health; then sends a bounded, paced load
-(--requests at --rate per second from --clients threads, one keep-alive httpx client each) over
+Without ``--artifacts`` it runs ``funnelrec demo --scale SCALE --no-report`` once into
+benchmarks/.cache/load_test/SCALE (its own data, artifacts and reports folders) and serves that
+run. It starts ``funnelrec serve`` in a subprocess on 127.0.0.1 with a free port and an API key,
+asks ``/health`` which models are loaded and which is the default, and then measures each model
+in turn: a warm-up, then a bounded, paced load (``--requests`` at ``--rate`` per second from
+``--clients`` threads, one keep-alive httpx client each) over
 
 - ``GET /visitors/{id}/recommendations?explain=true`` (10% of the visitors unknown: cold start),
 - ``POST /sessions/recommendations`` (a live session of 1-10 items, explanations on),
-- ``GET /items/{id}/similar``,
+- ``GET /items/{id}/similar`` (left out for a model that cannot answer it),
 
-and reports throughput, p50/p90/p99/max latency per endpoint and the error count. Latency is
-measured from the request's scheduled start (so a late client does not hide queueing).
-Target (2 cores, 100 req/s): zero errors and p99 < 50 ms for recommendations with explanations.
-Loopback traffic only. Run it alone: another heavy job on the same cores makes the tail noise.
+and reports throughput, p50/p90/p99/max latency per model and endpoint, the error count and the
+server's CPU time. The default model is asked without ``model=``, as a client that names none
+gets it. Latency is measured from each request's scheduled start (so a late client does not hide
+queueing). Target (2 cores, 100 req/s): zero errors and p99 < 50 ms for recommendations with
+explanations, for every model. Loopback traffic only. Run it alone: another heavy job on the
+same cores makes the tail noise.
 """
 
 from __future__ import annotations
@@ -42,49 +47,41 @@ from funnelrec.models.base import Recommender  # noqa: E402
 from funnelrec.serving.app import API_KEY_HEADER, find_model_dirs  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "load_test"
-SERVER_LOG = CACHE.parent / "load_test_server.log"
+SERVER_LOG = CACHE / "server.log"
 HOST = "127.0.0.1"
 ENDPOINTS = ("visitor_recs_explain", "session_recs_explain", "similar_items")
+EXPLAINED = ("visitor_recs_explain", "session_recs_explain")
 #: Share of each endpoint in the load.
 MIX = {"visitor_recs_explain": 0.5, "session_recs_explain": 0.3, "similar_items": 0.2}
 TARGET_P99_MS = 50.0
 
 
-# --------------------------------------------------------------------------- artifacts
-def build_artifacts(out: Path) -> Path:
-    """Demo-scale Popular, ALS, SessionKNN and explainer, saved in the serving layout."""
-    from funnelrec.data.processors.session_builder import SessionBuilder
-    from funnelrec.data.processors.splitter import TimeBasedSplitter
-    from funnelrec.data.synthetic import generate
-    from funnelrec.models.explainable.explainer import RecommendationExplainer
-    from funnelrec.pipeline import DEMO_MODELS, build_model
-
+# --------------------------------------------------------------------------- the run served
+def build_run(scale: str) -> Path:
+    """``funnelrec demo --scale SCALE --no-report`` into the cache (once); returns its artifacts root."""
+    root = CACHE / scale
+    artifacts = root / "artifacts"
+    if (root / "COMPLETE").exists():
+        return artifacts
+    root.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "FUNNELREC_DATA_DIR": str(root / "data"), "FUNNELREC_ARTIFACTS_DIR": str(artifacts),
+           "FUNNELREC_REPORTS_DIR": str(root / "reports")}
+    cmd = [sys.executable, "-m", "funnelrec.cli", "--quiet", "demo", "--scale", scale, "--no-report"]
+    print(f"building a {scale} demo run in {root} (once): {' '.join(cmd[2:])}", flush=True)
     started = time.perf_counter()
-    events = SessionBuilder().build_sessions(generate("demo").canonical_events(with_sessions=False))
-    train, _, _ = TimeBasedSplitter(0.8, 0.1, 0.1).split(events)
-    print(f"demo data: {len(train):,} training events ({time.perf_counter() - started:.0f} s)", flush=True)
-    for key in ("popular", "als", "session_knn"):
-        build_model(key, **DEMO_MODELS.get(key, {})).fit(train).save(out / key)
-        print(f"  saved {key} ({time.perf_counter() - started:.0f} s)", flush=True)
-    RecommendationExplainer(item_popularity=train["item_id"].value_counts().to_dict()).fit(train).save(
-        out / "explainer"
-    )
-    print(f"  saved explainer ({time.perf_counter() - started:.0f} s)", flush=True)
-    (out / "COMPLETE").write_text("built by benchmarks/load_test.py\n")
-    return out
+    done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        sys.exit(f"error: funnelrec demo failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    (root / "COMPLETE").write_text(f"funnelrec demo --scale {scale}, {time.perf_counter() - started:.0f} s\n")
+    return artifacts
 
 
-def resolve_artifacts(given: Path | None) -> Path:
-    """``given`` itself when it holds models, else its latest run subfolder; else the cache."""
-    if given is None:
-        if not (CACHE / "COMPLETE").exists():
-            print(f"building demo artifacts in {CACHE} (once)", flush=True)
-            CACHE.mkdir(parents=True, exist_ok=True)
-            build_artifacts(CACHE)
-        return CACHE
+def resolve_run(given: Path) -> Path:
+    """``given`` itself when it holds models, else its newest run subfolder (what serve picks)."""
     if find_model_dirs(given):
         return given
-    runs = sorted(p for p in given.iterdir() if p.is_dir() and find_model_dirs(p)) if given.is_dir() else []
+    runs = sorted(p for p in given.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and find_model_dirs(p)) if given.is_dir() else []
     if not runs:
         sys.exit(f"error: no saved models in {given} or its subfolders")
     return runs[-1]
@@ -97,10 +94,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(artifacts: Path, api_key: str, timeout: float = 180.0) -> tuple[subprocess.Popen, str]:
+def start_server(run: Path, api_key: str, timeout: float = 300.0) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "FUNNELREC_API_KEY": api_key}
-    cmd = [sys.executable, "-m", "funnelrec.cli", "--quiet", "serve", "--artifacts", str(artifacts),
+    cmd = [sys.executable, "-m", "funnelrec.cli", "--quiet", "serve", "--artifacts", str(run),
            "--host", HOST, "--port", str(port)]
     SERVER_LOG.parent.mkdir(parents=True, exist_ok=True)
     with SERVER_LOG.open("w") as log:  # a file, not a pipe: the access log must never block
@@ -138,31 +135,48 @@ class Plan:
     kinds: list[str]
     requests: list[tuple[str, str, dict | None]]  # (method, path, json body)
 
+    def split(self, n_first: int) -> tuple[Plan, Plan]:
+        return (Plan(self.kinds[:n_first], self.requests[:n_first]),
+                Plan(self.kinds[n_first:], self.requests[n_first:]))
 
-def make_plan(artifacts: Path, n: int, seed: int, session_model: str | None) -> Plan:
-    dirs = find_model_dirs(artifacts)
-    model = Recommender.load(dirs.get("popular", next(iter(dirs.values()))))
+
+@dataclass
+class Catalogue:
+    """Visitors, items and visitors' item lists to draw requests from (read from one saved model)."""
+
+    visitors: np.ndarray
+    items: np.ndarray
+    user_items: object  # csr, rows = visitors
+
+    @classmethod
+    def of(cls, run: Path) -> Catalogue:
+        dirs = find_model_dirs(run)
+        model = Recommender.load(dirs.get("popular", next(iter(dirs.values()))))
+        return cls(np.asarray(model.visitor_map_.ids), np.asarray(model.item_ids), model.user_items_.tocsr())
+
+
+def make_plan(catalogue: Catalogue, n: int, seed: int, model: str | None, mix: dict[str, float]) -> Plan:
+    """``n`` requests for ``model`` (``None``: the default model, not named)."""
     rng = np.random.default_rng(seed)
-    visitors = np.asarray(model.visitor_map_.ids)
-    items = np.asarray(model.item_ids)
-    ui = model.user_items_.tocsr()
+    visitors, items, ui = catalogue.visitors, catalogue.items, catalogue.user_items
     rich = np.flatnonzero(np.diff(ui.indptr) >= 2)  # visitors with 2+ items: their items form sessions
-    kinds = rng.choice(list(MIX), size=n, p=list(MIX.values())).tolist()
-    requests = []
+    query = "" if model is None else f"&model={model}"
+    kinds = rng.choice(list(mix), size=n, p=np.array(list(mix.values())) / sum(mix.values())).tolist()
+    requests: list[tuple[str, str, dict | None]] = []
     for kind in kinds:
         if kind == "visitor_recs_explain":
             visitor = int(rng.choice(visitors)) if rng.random() > 0.1 else int(visitors.max() + 1 + rng.integers(1000))
-            requests.append(("GET", f"/visitors/{visitor}/recommendations?n=10&explain=true", None))
+            requests.append(("GET", f"/visitors/{visitor}/recommendations?n=10&explain=true{query}", None))
         elif kind == "session_recs_explain":
             row = int(rng.choice(rich))
             own = items[ui.indices[ui.indptr[row] : ui.indptr[row + 1]]]
             session = rng.permutation(own)[: int(rng.integers(1, 11))].tolist()
             body = {"item_ids": [int(i) for i in session], "n": 10, "explain": True}
-            if session_model:
-                body["model"] = session_model
+            if model is not None:
+                body["model"] = model
             requests.append(("POST", "/sessions/recommendations", body))
         else:
-            requests.append(("GET", f"/items/{int(rng.choice(items))}/similar?n=10", None))
+            requests.append(("GET", f"/items/{int(rng.choice(items))}/similar?n=10{query}", None))
     return Plan(kinds, requests)
 
 
@@ -172,6 +186,8 @@ class Record:
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ENDPOINTS, 0))
     error_samples: list[str] = field(default_factory=list)
     late: int = 0
+    elapsed: float = 0.0
+    cpu_s: float | None = None
 
 
 def run_load(url: str, api_key: str, plan: Plan, rate: float, clients: int, record: Record) -> float:
@@ -220,87 +236,70 @@ def run_load(url: str, api_key: str, plan: Plan, rate: float, clients: int, reco
     return time.perf_counter() - start
 
 
-def report(record: Record, elapsed: float, args, artifacts: Path, cpu_s: float | None) -> tuple[str, bool]:
-    rows = ["| endpoint | requests | errors | p50 ms | p90 ms | p99 ms | max ms |", "|---|---|---|---|---|---|---|"]
-    total = sum(len(v) for v in record.latencies.values())
-    for kind in ENDPOINTS:
-        lat = np.asarray(record.latencies[kind])
-        if lat.size == 0:
-            continue
-        p50, p90, p99 = np.percentile(lat, [50, 90, 99])
-        rows.append(f"| {kind} | {lat.size:,} | {record.errors[kind]} | {p50:.1f} | {p90:.1f} | "
-                    f"{p99:.1f} | {lat.max():.1f} |")
-    all_lat = np.concatenate([np.asarray(v) for v in record.latencies.values() if v])
-    p50, p99 = np.percentile(all_lat, [50, 99])
-    rows.append(f"| all | {total:,} | {sum(record.errors.values())} | {p50:.1f} | "
-                f"{np.percentile(all_lat, 90):.1f} | {p99:.1f} | {all_lat.max():.1f} |")
-    explain_p99 = max(
-        float(np.percentile(record.latencies[k], 99)) for k in ("visitor_recs_explain", "session_recs_explain")
-        if record.latencies[k]
-    )
-    errors = sum(record.errors.values())
-    passed = errors == 0 and explain_p99 < TARGET_P99_MS
+def answers_similar(url: str, api_key: str, model: str, item: int) -> bool:
+    """Whether ``model`` answers ``/items/{id}/similar`` (a model without item vectors says 422)."""
+    response = httpx.get(f"{url}/items/{item}/similar", params={"n": 10, "model": model},
+                         headers={API_KEY_HEADER: api_key}, timeout=30.0)
+    return response.status_code == 200
+
+
+def explain_p99(record: Record) -> float:
+    return max((float(np.percentile(record.latencies[k], 99)) for k in EXPLAINED if record.latencies[k]),
+               default=float("nan"))
+
+
+def passed(record: Record) -> bool:
+    return sum(record.errors.values()) == 0 and explain_p99(record) < TARGET_P99_MS
+
+
+# --------------------------------------------------------------------------- the report
+def report(records: dict[str, Record], labels: dict[str, str], args, run: Path) -> str:
+    rows = ["| model | endpoint | requests | errors | p50 ms | p90 ms | p99 ms | max ms |",
+            "|---|---|---|---|---|---|---|---|"]
+    verdicts = ["| model | req/s | server CPU (share of one core) | late starts | worst p99 with explanations ms "
+                "| errors | target |", "|---|---|---|---|---|---|---|"]
+    for key, record in records.items():
+        label = labels[key]
+        for kind in ENDPOINTS:
+            lat = np.asarray(record.latencies[kind])
+            if lat.size:
+                p50, p90, p99 = np.percentile(lat, [50, 90, 99])
+                rows.append(f"| {label} | {kind} | {lat.size:,} | {record.errors[kind]} | {p50:.1f} | {p90:.1f} | "
+                            f"{p99:.1f} | {lat.max():.1f} |")
+        total = sum(len(v) for v in record.latencies.values())
+        cpu = "n/a" if record.cpu_s is None else f"{record.cpu_s:.1f} s ({record.cpu_s / record.elapsed:.0%})"
+        verdicts.append(f"| {label} | {total / record.elapsed:.1f} | {cpu} | {record.late} | "
+                        f"{explain_p99(record):.1f} | {sum(record.errors.values())} | "
+                        f"{'met' if passed(record) else '**NOT met**'} |")
+    n_met = sum(passed(r) for r in records.values())
     lines = [
-        f"- artifacts: `{artifacts}`; models served: {', '.join(find_model_dirs(artifacts))}",
-        f"- load: {total:,} requests, target {args.rate:g} req/s from {args.clients} client threads "
-        f"(mix {', '.join(f'{k} {v:.0%}' for k, v in MIX.items())}), after {args.warmup} warm-up requests",
-        f"- throughput: {total / elapsed:.1f} req/s over {elapsed:.1f} s; late starts (>5 ms behind "
-        f"schedule): {record.late}",
-    ]
-    if cpu_s is not None:
-        lines.append(f"- server CPU: {cpu_s:.1f} s over the run ({cpu_s / elapsed:.0%} of one core)")
-    lines += [
+        f"- run served: `{run}`; models: {', '.join(labels[k] for k in records)}",
+        f"- per model: {args.requests:,} requests at {args.rate:g} req/s from {args.clients} client threads "
+        f"(mix {', '.join(f'{k} {v:.0%}' for k, v in MIX.items())}), after {args.warmup} warm-up requests; "
+        f"the models one after another on the same server",
         "- latency is measured from each request's scheduled start, on the same machine as the server",
+        "",
+        *verdicts,
         "",
         *rows,
         "",
         f"Target (zero errors, p99 < {TARGET_P99_MS:g} ms for recommendations with explanations): "
-        f"**{'met' if passed else 'NOT met'}** (errors {errors}, worst p99 {explain_p99:.1f} ms).",
+        f"**met for {n_met} of {len(records)} models**.",
     ]
-    if record.error_samples:
-        lines += ["", "Error samples:", *[f"- `{s}`" for s in record.error_samples]]
-    return "\n".join(lines), passed
+    samples = [(labels[k], s) for k, r in records.items() for s in r.error_samples]
+    if samples:
+        lines += ["", "Error samples:", *[f"- {label}: `{s}`" for label, s in samples[:10]]]
+    return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--artifacts", type=Path, default=None,
-                        help="A folder of saved models, or a folder of runs (the latest is used).")
-    parser.add_argument("--requests", type=int, default=3000, help="Requests measured (bounded run).")
-    parser.add_argument("--rate", type=float, default=100.0, help="Target requests per second.")
-    parser.add_argument("--clients", type=int, default=8, help="Concurrent client threads.")
-    parser.add_argument("--warmup", type=int, default=100, help="Unmeasured requests first.")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-record", action="store_true", help="Do not append to RESULTS.md.")
-    args = parser.parse_args()
-    if not (0 < args.requests <= 100_000 and 0 < args.rate <= 2000 and 0 < args.clients <= 64):
-        parser.error("--requests must be in 1..100000, --rate in (0, 2000], --clients in 1..64")
-
-    artifacts = resolve_artifacts(args.artifacts)
-    dirs = find_model_dirs(artifacts)
-    session_model = "session_knn" if "session_knn" in dirs else None
-    plan = make_plan(artifacts, args.warmup + args.requests, args.seed, session_model)
-    warm = Plan(plan.kinds[: args.warmup], plan.requests[: args.warmup])
-    measured = Plan(plan.kinds[args.warmup :], plan.requests[args.warmup :])
-    api_key = secrets.token_urlsafe(24)
-    proc, url = start_server(artifacts, api_key)
-    try:
-        print(f"server up at {url}; warm-up {args.warmup}, then {args.requests} requests at "
-              f"{args.rate:g} req/s", flush=True)
-        run_load(url, api_key, warm, args.rate, args.clients, Record())
-        cpu_before = _cpu_seconds(proc.pid)
-        record = Record()
-        elapsed = run_load(url, api_key, measured, args.rate, args.clients, record)
-        cpu_after = _cpu_seconds(proc.pid)
-    finally:
-        stop_server(proc)
-    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
-    body, passed = report(record, elapsed, args, artifacts, cpu)
-    print(body)
-    if not args.no_record:
-        command = "python benchmarks/load_test.py " + " ".join(sys.argv[1:])
-        append_results("Serving: load test of `funnelrec serve`", command.strip(), body)
-    sys.exit(0 if passed else 1)
+def load_headline(records: dict[str, Record], labels: dict[str, str], rate: float) -> str:
+    """The worst model's p99 with explanations, the errors, and for how many models the target held."""
+    worst = max(records, key=lambda k: explain_p99(records[k]))
+    errors = sum(sum(r.errors.values()) for r in records.values())
+    met = sum(passed(r) for r in records.values())
+    return (f"{len(records)} model(s) of a demo run at {rate:g} req/s with explanations: worst p99 "
+            f"{explain_p99(records[worst]):.1f} ms ({labels[worst]}), {errors} errors; target "
+            f"(p99 < {TARGET_P99_MS:g} ms, 0 errors) met for {met} of {len(records)} models")
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -311,6 +310,66 @@ def _cpu_seconds(pid: int) -> float | None:
         return float(times.user + times.system)
     except Exception:  # psutil missing or the process gone: report without CPU
         return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--artifacts", type=Path, default=None,
+                        help="A run folder of `funnelrec demo`, or a folder of runs (the newest is used).")
+    parser.add_argument("--scale", default="demo", help="Without --artifacts: the demo run's scale (tiny, demo).")
+    parser.add_argument("--models", default=None, help="Comma-separated model keys (default: every one served).")
+    parser.add_argument("--requests", type=int, default=3000, help="Requests measured per model (bounded run).")
+    parser.add_argument("--rate", type=float, default=100.0, help="Target requests per second.")
+    parser.add_argument("--clients", type=int, default=8, help="Concurrent client threads.")
+    parser.add_argument("--warmup", type=int, default=100, help="Unmeasured requests first, per model.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-record", action="store_true", help="Do not append to RESULTS.md.")
+    args = parser.parse_args()
+    if not (0 < args.requests <= 100_000 and 0 < args.rate <= 2000 and 0 < args.clients <= 64 and args.warmup >= 0):
+        parser.error("--requests must be in 1..100000, --rate in (0, 2000], --clients in 1..64, --warmup >= 0")
+
+    run = resolve_run(args.artifacts if args.artifacts is not None else build_run(args.scale))
+    catalogue = Catalogue.of(run)
+    api_key = secrets.token_urlsafe(24)
+    proc, url = start_server(run, api_key)
+    records: dict[str, Record] = {}
+    try:
+        health = httpx.get(f"{url}/health", timeout=10.0).json()
+        served, default = list(health["models"]), health["default_model"]
+        wanted = served if args.models is None else [m.strip() for m in args.models.split(",") if m.strip()]
+        unknown = sorted(set(wanted) - set(served))
+        if unknown:
+            sys.exit(f"error: not served: {unknown}; served: {served}")
+        order = sorted(wanted, key=lambda m: (m != default, m))  # the default model first
+        labels = {m: f"{m} (default)" if m == default else m for m in order}
+        print(f"server up at {url}: {', '.join(labels.values())}", flush=True)
+        for i, key in enumerate(order):
+            mix = dict(MIX)
+            if not answers_similar(url, api_key, key, int(catalogue.items[0])):
+                mix.pop("similar_items")
+            plan = make_plan(catalogue, args.warmup + args.requests, args.seed + i, None if key == default else key,
+                             mix)
+            warm, measured = plan.split(args.warmup)
+            print(f"{labels[key]}: warm-up {args.warmup}, then {args.requests} requests at {args.rate:g} req/s",
+                  flush=True)
+            run_load(url, api_key, warm, args.rate, args.clients, Record())
+            record = records[key] = Record()
+            cpu_before = _cpu_seconds(proc.pid)
+            record.elapsed = run_load(url, api_key, measured, args.rate, args.clients, record)
+            cpu_after = _cpu_seconds(proc.pid)
+            if cpu_before is not None and cpu_after is not None:
+                record.cpu_s = cpu_after - cpu_before
+            print(f"  p99 with explanations {explain_p99(record):.1f} ms, errors {sum(record.errors.values())}",
+                  flush=True)
+    finally:
+        stop_server(proc)
+    body = report(records, labels, args, run)
+    headline = load_headline(records, labels, args.rate)
+    print(f"{body}\n\nheadline: {headline}")
+    if not args.no_record:
+        command = "python benchmarks/load_test.py " + " ".join(sys.argv[1:])
+        append_results("Serving: load test of `funnelrec serve`", command.strip(), body, headline)
+    sys.exit(0 if all(passed(r) for r in records.values()) else 1)
 
 
 if __name__ == "__main__":

@@ -373,15 +373,18 @@ def session_recommendations(artifacts: ArtifactsDep, body: SessionRequest) -> di
     Popular) from the history, the Two-Tower reads both, the hybrid fuses both by attention;
     the visitor's past items are excluded.
     Otherwise the session alone is used; a session of items unknown to the model, or an empty
-    one, gets popular items (``is_fallback``).
+    one, gets popular items (``is_fallback``). The session's own items are left out of the
+    answer unless ``exclude_session_items`` is false.
     """
     key, recommender = artifacts.get(body.model)
     items = list(body.item_ids)
+    exclude = body.exclude_session_items
     with _client_errors():
         if body.visitor_id is not None and _is_known_visitor(recommender, body.visitor_id):
-            recs = recommender.recommend(body.visitor_id, n_items=body.n, session_item_ids=items)
+            recs = recommender.recommend(body.visitor_id, n_items=body.n, session_item_ids=items,
+                                         exclude_session_items=exclude)
         else:
-            recs = recommender.recommend_by_item_ids(items, n_items=body.n)
+            recs = recommender.recommend_by_item_ids(items, n_items=body.n, exclude_session_items=exclude)
     return _recommendation_response(
         artifacts, key, recommender, recs,
         visitor_id=body.visitor_id, session_item_ids=items, explain=body.explain,

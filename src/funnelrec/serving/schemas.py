@@ -119,6 +119,10 @@ class SessionRequest(BaseModel):
         None, description="The visitor, when known: their history is combined with the session."
     )
     explain: StrictBool = Field(False, description="Attach an explanation to every item.")
+    exclude_session_items: StrictBool = Field(
+        True, description="Leave the session's own items out of the answer (as on a shop page); "
+        "false lets them in (repeat views).",
+    )
 
 
 class SimilarItem(BaseModel):
