@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from funnelrec.models import FunnelAwareHybridRecommender, PopularItemsRecommender, SessionKNNRecommender
+from funnelrec.models import (
+    FunnelAwareHybridRecommender,
+    PopularItemsRecommender,
+    SessionKNNRecommender,
+)
 from funnelrec.serving.app import create_app
 
 
