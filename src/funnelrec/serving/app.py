@@ -157,19 +157,13 @@ def load_artifacts(artifacts_dir: str | Path) -> Artifacts:
     default = _default_model(models)
     artifacts = Artifacts(root, models, default, explainer)
     if explainer is not None:
-        artifacts.anonymous_visitor = anonymous_visitor_id(explainer)
+        artifacts.anonymous_visitor = explainer.anonymous_visitor_id
     artifacts.infos = {key: _model_info(key, model, key == default) for key, model in models.items()}
     logger.info(
         "Serving {} model(s) from {} (default {}), explainer: {}",
         len(models), root, default, "yes" if explainer is not None else "no",
     )
     return artifacts
-
-
-def anonymous_visitor_id(explainer: RecommendationExplainer) -> int:
-    """A visitor id ``explainer`` has never seen: it explains a live session without a visitor."""
-    known = explainer.visitor_map_.ids
-    return -1 if -1 not in explainer.visitor_map_ else int(known.min()) - 1
 
 
 def default_model_key(model_types: Mapping[str, str]) -> str:
@@ -592,7 +586,6 @@ __all__ = [
     "FROM_SETTINGS",
     "PREFERRED_MODELS",
     "Artifacts",
-    "anonymous_visitor_id",
     "create_app",
     "default_model_key",
     "find_model_dirs",
