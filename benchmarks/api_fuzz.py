@@ -178,11 +178,11 @@ def main() -> None:
     if not 1 <= args.max_examples <= 10_000:
         parser.error("--max-examples must be in 1..10000")
 
-    from load_test import resolve_artifacts, start_server, stop_server
+    from load_test import resolve_run, start_server, stop_server
 
     from funnelrec.serving.app import find_model_dirs
 
-    artifacts = resolve_artifacts(args.artifacts)
+    artifacts = resolve_run(args.artifacts)
     models = sorted(find_model_dirs(artifacts))
     workdir = Path(__file__).resolve().parent / ".cache" / "api_fuzz"
     api_key = secrets.token_urlsafe(24)
