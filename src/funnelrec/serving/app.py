@@ -24,6 +24,7 @@ the ``fastapi-offline`` package), so they work without internet.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import sys
@@ -536,6 +537,11 @@ def create_app(
             app.state.startup_error = str(exc)
             logger.error("Start-up failed: {}", exc)
             raise
+        # the loaded models are hundreds of thousands of long-lived objects: a full collection
+        # scanning them took ~90 ms at demo scale, a stall of every request in flight. Frozen,
+        # they are left out of every collection.
+        gc.collect()
+        gc.freeze()
         limiter = None if blas_threads is None else threadpool_limits(limits=blas_threads)
         torch = sys.modules.get("torch") if blas_threads is not None else None  # loaded by a model
         torch_threads = None if torch is None else torch.get_num_threads()
@@ -549,6 +555,7 @@ def create_app(
             if torch is not None:
                 torch.set_num_threads(torch_threads)
             app.state.artifacts = None
+            gc.unfreeze()
 
     app = FastAPI(
         title="funnelrec",
