@@ -26,6 +26,7 @@ same cores makes the tail noise.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import secrets
 import signal
@@ -228,6 +229,10 @@ def run_load(url: str, api_key: str, plan: Plan, rate: float, clients: int, reco
                         if len(record.error_samples) < 5:
                             record.error_samples.append(f"{method} {path}: {problem}")
 
+    # this client imports funnelrec (numpy, pandas, scipy...): a full collection over those objects
+    # paused every client thread ~100 ms, which the figures then blamed on the server
+    gc.collect()
+    gc.freeze()
     threads = [threading.Thread(target=worker, name=f"load-{k}", daemon=True) for k in range(clients)]
     for t in threads:
         t.start()
