@@ -98,6 +98,13 @@ def test_available_cores_is_affinity_capped_by_quota(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------- the setting
+@pytest.fixture(autouse=True)
+def _nothing_configured(monkeypatch):
+    """Each test starts as a fresh process: no count applied yet (CLI tests elsewhere apply one)."""
+    monkeypatch.setattr(threads, "_configured", None)
+    monkeypatch.setattr(threads, "_written_omp", None)
+
+
 def test_env_var_sets_the_thread_count(monkeypatch):
     monkeypatch.setenv("FUNNELREC_THREADS", "3")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the explicit funnelrec setting wins
@@ -151,6 +158,30 @@ def test_cli_applies_the_setting(tmp_path):
     assert result.exit_code == 2  # no data there; the callback ran first
     assert torch.get_num_threads() == 1
     assert CliRunner().invoke(app, ["--threads", "0", "describe"]).exit_code == 2
+
+
+@pytest.mark.parametrize("how", ["cli flag", "OMP_NUM_THREADS"])
+def test_als_and_faiss_keep_the_count_that_was_configured(monkeypatch, how):
+    # they resolve the count at each fit or search: they must not go back to all the cores
+    faiss = pytest.importorskip("faiss")
+    from funnelrec.models.retrieval.index import VectorIndex
+
+    monkeypatch.setattr(threads, "available_cores", lambda *a: 4)
+    monkeypatch.setattr(funnelrec.config.settings, "threads", None)
+    for name in threads.THREAD_ENV_VARS:
+        monkeypatch.setenv(name, os.environ.get(name, ""))  # restored afterwards
+    torch_threads = torch.get_num_threads()
+    try:
+        if how == "cli flag":
+            assert threads.configure_threads(1) == 1
+        else:
+            monkeypatch.setenv("OMP_NUM_THREADS", "1")
+            assert threads.configure_threads() == 1
+        assert threads.resolve_threads() == 1
+        with VectorIndex(kind="exact")._threads():
+            assert faiss.omp_get_max_threads() == 1
+    finally:
+        torch.set_num_threads(torch_threads)
 
 
 def test_faiss_follows_the_setting(monkeypatch):

@@ -31,6 +31,9 @@ THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
 _warned_deprecated = False
 #: The OMP_NUM_THREADS value configure_threads() wrote (not the user's choice, so not a cap).
 _written_omp: str | None = None
+#: The count configure_threads() applied: what ALS and FAISS use afterwards, so they never
+#: re-resolve to all cores past a --threads or an OMP_NUM_THREADS the process was started with.
+_configured: int | None = None
 
 
 def affinity_cores() -> int:
@@ -113,12 +116,19 @@ def _env_threads() -> int | None:
 
 
 def resolve_threads(threads: int | None = None) -> int:
-    """The thread count to use: ``threads``, else ``settings.threads`` (``FUNNELREC_THREADS``),
-    else the available cores (capped by ``OMP_NUM_THREADS`` when that is set).
+    """The thread count to use: ``threads``, else the count :func:`configure_threads` applied,
+    else ``settings.threads`` (``FUNNELREC_THREADS``), else the available cores (capped by
+    ``OMP_NUM_THREADS`` when that is set).
 
     The deprecated ``settings.faiss_threads`` (``FUNNELREC_FAISS_THREADS``) is read when
     ``threads`` is not set, with a warning.
     """
+    if threads is None and _configured is not None:
+        return _configured
+    return _resolve(threads)
+
+
+def _resolve(threads: int | None) -> int:
     global _warned_deprecated
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
@@ -158,11 +168,13 @@ def configure_threads(threads: int | None = None) -> int:
     Sets torch's intra-op threads and FAISS's OpenMP threads when those are loaded, limits the
     BLAS libraries already loaded (threadpoolctl), and sets ``OMP_NUM_THREADS`` and the other
     ``*_NUM_THREADS`` variables so libraries loaded later (torch itself, when this runs first)
-    start with the same count. Call it once, early; calling it again re-applies.
+    start with the same count. Call it once, early; calling it again resolves and re-applies
+    (after a change of ``settings.threads``, say).
     """
-    global _written_omp
+    global _written_omp, _configured
     prefer_passive_waiting()
-    n = resolve_threads(threads)
+    n = _resolve(threads)
+    _configured = n
     for name in THREAD_ENV_VARS:
         os.environ[name] = str(n)
     _written_omp = str(n)
