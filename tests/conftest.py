@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import funnelrec  # noqa: F401  (first, so that OpenMP waits passively whichever test imports torch)
+import funnelrec  # noqa: F401  (first, so that OpenMP spins only briefly whichever test imports torch)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA_DIR = REPO_ROOT.parent / "shared" / "data"

@@ -211,12 +211,12 @@ def test_als_uses_the_setting_and_its_factors_do_not_depend_on_it(monkeypatch, t
     assert np.array_equal(factors[0], factors[1])
 
 
-@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_openmp_threads_wait_passively_unless_the_user_chose(given, expected):
-    # spinning OpenMP waits made 2-thread fits 5x slower than 1 thread beside another process
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if given is not None:
-        env["OMP_WAIT_POLICY"] = given
-    code = "import os, funnelrec, torch; print(os.environ['OMP_WAIT_POLICY'])"
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, "3000"), ({"GOMP_SPINCOUNT": "50"}, "50"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "unset")])
+def test_openmp_threads_spin_only_briefly_unless_the_user_chose(env, expected):
+    # libgomp's long spin made 2-thread fits 5x slower than 1 thread beside another process
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    code = "import os, funnelrec, torch; print(os.environ.get('GOMP_SPINCOUNT', 'unset'))"
+    done = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True,
+                          text=True, check=True)
     assert done.stdout.strip() == expected

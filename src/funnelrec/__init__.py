@@ -10,12 +10,12 @@ import sys
 
 from loguru import logger
 
-from funnelrec.threads import prefer_passive_waiting
+from funnelrec.threads import bound_openmp_spinning
 
 __version__ = "0.1.0"
 
 logger.disable("funnelrec")
-prefer_passive_waiting()  # before torch loads OpenMP: spinning threads stall on a busy machine
+bound_openmp_spinning()  # before torch loads OpenMP: spinning threads stall on a busy machine
 
 
 def _write_above_progress_bars(message: str) -> None:
