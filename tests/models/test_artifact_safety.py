@@ -39,7 +39,7 @@ from funnelrec.models import (
     SessionKNNRecommender,
     TwoTowerRecommender,
 )
-from funnelrec.models.artifacts import CHECKSUM_KEY, read_npz
+from funnelrec.models.artifacts import CHECKSUM_KEY, atomic_dir, read_npz, recover_interrupted_save
 from funnelrec.models.base import ArtifactError, Recommender
 from funnelrec.models.explainable.explainer import RecommendationExplainer
 from funnelrec.serving.app import create_app, find_model_dirs, load_artifacts
@@ -247,18 +247,73 @@ def test_a_partly_deleted_old_copy_does_not_break_startup(copy_of, tmp_path):
     assert hidden(root) == []
 
 
+#: A process that holds the lock a save holds on its folder (argv[1]) until it is killed.
+_HOLD_LOCK = (
+    "import fcntl, os, sys, time\n"
+    "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+    "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+    "print('locked', flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock")
 def test_the_folders_of_a_save_still_running_are_left_alone(copy_of, tmp_path, tiny_split):
     root = tmp_path / "run"
     copy_of("popular", root)
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    writing = shutil.copytree(root / "popular", root / ".popular.tmp-1-x")
+    other = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(writing)], stdout=subprocess.PIPE, text=True)
     try:
-        writing = shutil.copytree(root / "popular", root / f".popular.tmp-{other.pid}-x")
+        assert other.stdout.readline().strip() == "locked"
         PopularItemsRecommender(use_categories=False).fit(tiny_split[0]).save(root / "popular")
         assert writing.is_dir()  # not ours to delete
         assert sorted(find_model_dirs(root)) == ["popular"]
     finally:
         other.kill()
         other.wait()
+
+
+def test_leftovers_named_after_a_live_process_are_repaired(copy_of, tmp_path):
+    """After a reboot or in a container, the pid in a leftover's name belongs to some other
+    process (pid 1 always exists): no save holds the folder's lock, so it is repaired."""
+    root = tmp_path / "run"
+    copy_of("popular", root)
+    old_params = Recommender.load(root / "popular").get_params()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        os.replace(root / "popular", root / ".popular.old-1-x")
+        shutil.copytree(root / ".popular.old-1-x", root / f".popular.tmp-{other.pid}-x")
+        assert Recommender.load(root / "popular").get_params() == old_params
+        assert hidden(root) == []
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_save_running_in_this_process_is_left_alone(copy_of, tmp_path, tiny_split, monkeypatch):
+    """A repair (a load in another thread) while a save of the same model runs: neither the
+    folder being written nor the previous copy renamed aside is taken for a leftover."""
+    root = tmp_path / "run"
+    copy_of("popular", root)
+    target = root / "popular"
+    seen: list[list[str]] = []
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst) == target and Path(src).name.startswith(".popular.tmp-"):
+            recover_interrupted_save(target)  # between the two renames: only the old copy is there
+            seen.append(hidden(root))
+        return real_replace(src, dst, *args, **kwargs)
+
+    model = PopularItemsRecommender(use_categories=False).fit(tiny_split[0])
+    with atomic_dir(target) as writing:
+        recover_interrupted_save(target)
+        assert writing.is_dir() and hidden(root) == [writing.name]
+        model.save(writing / "unused")  # any content
+        monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.undo()
+    assert len(seen) == 1 and len(seen[0]) == 2  # the old copy and the new folder were both kept
+    assert (target / "unused").is_dir() and hidden(root) == []
 
 
 def TestClient(app):  # noqa: N802  (imported lazily: starlette warns about httpx on import)

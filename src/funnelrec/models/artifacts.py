@@ -15,7 +15,10 @@ FAISS files. This module holds the file-level rules all of them share:
 - :func:`resolve_inside`: a path recorded in an artifact must stay inside its folder.
 
 Leftovers of an interrupted save are hidden folders named ``.<name>.tmp-<pid>-<token>`` (being
-written) and ``.<name>.old-<pid>-<token>`` (the previous copy, while it is swapped out).
+written) and ``.<name>.old-<pid>-<token>`` (the previous copy, while it is swapped out). A save
+holds an exclusive ``flock`` on each of its folders while it runs; a leftover whose lock can be
+taken belongs to no running save (the pid in its name is not trusted: after a reboot or in a
+container another process may have it).
 """
 
 from __future__ import annotations
@@ -29,13 +32,18 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, NoReturn
 
 import numpy as np
 import psutil
 from loguru import logger
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the pid in a leftover's name decides whether its save runs
+    fcntl = None  # type: ignore[assignment]
 
 from funnelrec.errors import ArtifactError
 
@@ -57,8 +65,78 @@ def is_leftover(name: str) -> bool:
     return _LEFTOVER.match(name) is not None
 
 
-def _leftovers(target: Path) -> list[tuple[Path, str]]:
-    """``(path, "tmp" | "old")`` left beside ``target`` by saves no longer running."""
+class _NoLocking(Exception):
+    """``flock`` is not available for this path (no ``fcntl``, or a file system without it)."""
+
+
+def _flock(path: Path, *, wait: bool) -> int | None:
+    """A descriptor of ``path`` holding an exclusive ``flock`` on it; ``None`` if another
+    descriptor holds the lock (only when not ``wait``).
+
+    The lock is on the folder itself (its inode), so it moves with the folder's renames, and it
+    is released when the descriptor is closed, which the kernel does when the process dies.
+    ``flock`` locks of two descriptors conflict even within one process, so a save running in
+    another thread counts as running too. ``OSError``: ``path`` cannot be opened (it is gone).
+    """
+    if fcntl is None:
+        raise _NoLocking
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError as exc:
+        os.close(fd)
+        raise _NoLocking from exc
+    return fd
+
+
+def _lock_in_place(path: Path, stack: ExitStack) -> bool:
+    """Lock the folder now at ``path`` for as long as ``stack`` is open, waiting for the lock.
+
+    Another process may rename or delete the folder while this one waits: the lock is kept only
+    once it is held on the folder still found at ``path``. False: nothing is at ``path`` (any
+    more), or locks are not available here (the save then runs unlocked).
+    """
+    while True:
+        try:
+            fd = _flock(path, wait=True)
+        except (_NoLocking, FileNotFoundError):
+            return False
+        assert fd is not None
+        held = os.fstat(fd)
+        try:
+            now = os.stat(path)
+        except FileNotFoundError:
+            now = None
+        if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            stack.callback(os.close, fd)
+            return True
+        os.close(fd)
+        if now is None:
+            return False
+
+
+def _save_is_running(entry: Path, pid: int | None, stack: ExitStack) -> bool:
+    """Whether the save that left ``entry`` still runs; if not, ``entry`` stays locked by
+    ``stack``, so that no other process repairs it at the same time."""
+    try:
+        fd = _flock(entry, wait=False)
+    except _NoLocking:
+        # no locks here: fall back to the pid in the name (wrong where the pid was reused)
+        return pid is not None and pid != os.getpid() and psutil.pid_exists(pid)
+    except OSError:  # removed meanwhile (by another repair)
+        return True
+    if fd is None:
+        return True
+    stack.callback(os.close, fd)
+    return False
+
+
+def _leftovers(target: Path, stack: ExitStack) -> list[tuple[Path, str]]:
+    """``(path, "tmp" | "old")`` left beside ``target`` by saves no longer running, each locked
+    by ``stack`` while the caller repairs it."""
     parent = target.parent
     if not parent.is_dir():
         return []
@@ -68,8 +146,8 @@ def _leftovers(target: Path) -> list[tuple[Path, str]]:
         if match is None or match["target"] != target.name:
             continue
         pid = int(match["pid"]) if match["pid"] else None
-        # another live process may be saving this target right now: leave its folders alone
-        if pid is not None and pid != os.getpid() and psutil.pid_exists(pid):
+        # a save running right now (in this or another process) holds its folders' locks
+        if _save_is_running(entry, pid, stack):
             continue
         found.append((entry, match["kind"]))
     return found
@@ -93,23 +171,24 @@ def recover_interrupted_save(target: str | Path) -> None:
     Killed between its two renames, a save leaves no ``target`` but the complete previous copy
     (``.<name>.old-*``): it is renamed back. Every other leftover (a half-written ``.tmp-``
     folder, an ``.old-`` copy whose deletion was cut short) is removed. Folders of a save still
-    running in another process are left alone.
+    running (in this or another process: it holds their locks) are left alone.
     """
     target = Path(target)
-    stale = _leftovers(target)
-    if not stale:
-        return
-    if not os.path.lexists(target):
-        whole = [path for path, kind in stale if kind == "old" and _looks_complete(path)]
-        if whole:
-            previous = max(whole, key=lambda p: p.stat().st_mtime)
-            os.replace(previous, target)
-            logger.warning("Restored {} from {}: a save was interrupted before it was complete",
-                           target, previous.name)
-            stale = [(path, kind) for path, kind in stale if path != previous]
-    for path, _ in stale:
-        shutil.rmtree(path, ignore_errors=True)
-        logger.info("Removed {}, left by an interrupted save of {}", path, target)
+    with ExitStack() as locks:  # the leftovers stay locked while they are repaired
+        stale = _leftovers(target, locks)
+        if not stale:
+            return
+        if not os.path.lexists(target):
+            whole = [path for path, kind in stale if kind == "old" and _looks_complete(path)]
+            if whole:
+                previous = max(whole, key=lambda p: p.stat().st_mtime)
+                os.replace(previous, target)
+                logger.warning("Restored {} from {}: a save was interrupted before it was complete",
+                               target, previous.name)
+                stale = [(path, kind) for path, kind in stale if path != previous]
+        for path, _ in stale:
+            shutil.rmtree(path, ignore_errors=True)
+            logger.info("Removed {}, left by an interrupted save of {}", path, target)
 
 
 def recover_interrupted_saves(root: str | Path) -> None:
@@ -156,6 +235,8 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     existing ``target`` is untouched. A previous ``target`` is renamed aside only once the new
     folder is complete and flushed, and put back if the second rename fails; whenever the
     process dies, the old or the new folder is complete under ``target`` or recoverable.
+    The temporary folder, and the previous ``target`` from before it is renamed aside, stay
+    locked (``flock``) until the save ends, so that no repair takes them for leftovers.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -163,20 +244,27 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         recover_interrupted_save(target)
     except OSError as exc:  # repairing is a courtesy; the new folder is written all the same
         logger.warning("Cannot repair an earlier interrupted save of {}: {}", target, exc)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a saved model is a normal folder
-        yield tmp
-        _fsync_tree(tmp)
-        _swap_in(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with ExitStack() as locks:
+        while True:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+            # a repair that ran between mkdtemp and the lock took the empty folder for a leftover
+            if _lock_in_place(tmp, locks) or os.path.isdir(tmp):
+                break
+        umask = os.umask(0)
+        os.umask(umask)
+        try:
+            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a saved model is a normal folder
+            yield tmp
+            _fsync_tree(tmp)
+            _swap_in(tmp, target, locks)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
-def _swap_in(tmp: Path, target: Path) -> None:
+def _swap_in(tmp: Path, target: Path, locks: ExitStack) -> None:
+    if os.path.lexists(target):
+        _lock_in_place(target, locks)  # it is renamed to ``old`` below, lock and all
     if not os.path.lexists(target):
         os.replace(tmp, target)
         _fsync(target.parent)
