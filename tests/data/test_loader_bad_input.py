@@ -3,6 +3,7 @@ empty files, too many bad rows, bytes that are not UTF-8. Nothing lost, nothing 
 
 from __future__ import annotations
 
+import codecs
 import gzip
 from pathlib import Path
 
@@ -319,8 +320,46 @@ def test_utf8_text_is_not_mistaken_for_bad_bytes(tmp_path: Path) -> None:
 def test_utf8_sequences_cut_by_decode_chunks_are_not_errors(monkeypatch) -> None:
     monkeypatch.setattr(retailrocket, "_DECODE_CHUNK", 5)
     text = "a\u00e9\u20ac\U0001f600b,\u00fc\n" * 7
-    assert retailrocket._invalid_utf8(text.encode()) == []
+    fixed, lines = retailrocket._replace_invalid_utf8(text.encode())
+    assert fixed == text.encode() and lines.tolist() == []
     raw = text.encode() + b"x\xffy\xc3\n" + text.encode()
-    starts = [start for start, _ in retailrocket._invalid_utf8(raw)]
-    assert starts == [len(text.encode()) + 1, len(text.encode()) + 3]
-    assert np.all(np.diff(starts) > 0)
+    fixed, lines = retailrocket._replace_invalid_utf8(raw)
+    assert lines.tolist() == [8]  # the two bad sequences of line 8, once
+    assert fixed.decode() == text + "x\ufffdy\ufffd\n" + text
+
+
+def test_a_replacement_character_in_the_file_is_valid_text(monkeypatch) -> None:
+    monkeypatch.setattr(retailrocket, "_DECODE_CHUNK", 8)
+    raw = "ok \ufffd\n".encode() + b"bad \xef\xef\xbf\xbd\n" + "\ufffd\ufffd\n".encode() + b"\xe9"
+    fixed, lines = retailrocket._replace_invalid_utf8(raw)
+    assert lines.tolist() == [2, 4]  # the lone 0xEF and the last line's 0xE9; not lines 1 and 3
+    assert fixed.decode() == "ok \ufffd\nbad \ufffd\ufffd\n\ufffd\ufffd\n\ufffd"
+
+
+def test_a_latin1_file_with_accents_on_every_row_is_reported_row_by_row(tmp_path: Path, monkeypatch) -> None:
+    """Every other row of a large Latin-1 export has a bad byte: each is found, decoding the
+    file twice (decoding the rest of the chunk again after each bad byte is quadratic:
+    minutes for such a file)."""
+    decoded: list[int] = []
+    real_decode = codecs.utf_8_decode
+
+    def counting_decode(data, *args):
+        decoded.append(len(data))
+        return real_decode(data, *args)
+
+    monkeypatch.setattr(codecs, "utf_8_decode", counting_decode)
+    n = 20_000
+    rows = [f"{T + i},{i % 97},view,{i % 50},".encode() for i in range(n)]
+    bad = np.arange(0, n, 2)
+    for i in bad:
+        rows[i] = f"{T + i},{i % 97},vi\xe9w,{i % 50},".encode("latin-1")
+    rows[1] = f"{T + 1},1,view,1".encode()  # a wrong field count forces the careful path too
+    write_bytes(tmp_path, rows)
+    loader = RetailRocketLoader(tmp_path, max_dropped_share=1.0)
+    events = loader.load_events(join_categories=False)
+    dropped = loader.report.to_frame()
+    assert loader.report.counts() == {"not UTF-8": len(bad), "wrong field count": 1}
+    assert dropped.loc[dropped["reason"] == "not UTF-8", "line"].tolist() == (bad + 2).tolist()
+    assert dropped["text"].iloc[0] == f"{T},0,vi\ufffdw,0,"
+    assert len(events) == n - len(bad) - 1
+    assert sum(decoded) <= 3 * (tmp_path / "events.csv").stat().st_size  # the header, the file twice

@@ -120,6 +120,7 @@ _NOT_UTF8 = "not UTF-8"
 _STRICT_SHOWN = 5
 _SHOWN = 5  # offending values quoted in an error
 _DECODE_CHUNK = 1 << 24  # bytes decoded at a time when looking for bytes that are not UTF-8
+_REPLACEMENT_BYTES = tuple("\ufffd".encode())  # U+FFFD in UTF-8
 
 
 # --------------------------------------------------------------------------- report
@@ -289,34 +290,51 @@ def _read_header(path: Path) -> list[str]:
     return [name.strip().strip('"').strip() for name in first.split(",")]
 
 
-def _invalid_utf8(raw: bytes) -> list[tuple[int, int]]:
-    """Byte spans ``(start, end)`` of the sequences in ``raw`` that are not UTF-8.
+def _replacement_lines(data: np.ndarray, newlines: np.ndarray) -> np.ndarray:
+    """Line index (0 = first line of ``data``) of every U+FFFD in the UTF-8 bytes ``data``,
+    ``newlines`` being the offsets of its ``\\n`` bytes."""
+    if len(data) < 3:
+        return np.empty(0, np.int64)
+    lead = _REPLACEMENT_BYTES
+    at = np.flatnonzero((data[:-2] == lead[0]) & (data[1:-1] == lead[1]) & (data[2:] == lead[2]))
+    return np.searchsorted(newlines, at, side="left")
 
-    The decoding runs in C over chunks; Python sees only the bad sequences. No span crosses a
-    line or a field, since newlines and commas are ASCII.
+
+def _replace_invalid_utf8(raw: bytes) -> tuple[bytes, np.ndarray]:
+    """``raw`` with each sequence that is not UTF-8 replaced by U+FFFD (shown in the report's
+    text of the row), and the line numbers (the first line is 1) of the lines that had one.
+
+    The file is decoded in chunks of whole lines, in C; a chunk that is not UTF-8 is decoded
+    once more with ``errors="replace"``, and its bad lines are those holding more U+FFFD after
+    that than before (a U+FFFD the file itself holds is valid text). Newlines are ASCII, which
+    the decoder never takes into a bad sequence, so the lines stay where they were.
     """
-    spans: list[tuple[int, int]] = []
-    view, pos, n = memoryview(raw), 0, len(raw)
+    data = np.frombuffer(raw, dtype=np.uint8)
+    newlines = np.flatnonzero(data == 0x0A)
+    view, pieces, bad_lines = memoryview(raw), [], []
+    pos, n, replaced = 0, len(raw), False
     while pos < n:
-        end = min(pos + _DECODE_CHUNK, n)
+        # end the chunk after a newline: no sequence, and no line, is cut in two
+        cut = np.searchsorted(newlines, min(pos + _DECODE_CHUNK, n) - 1, side="left")
+        end = int(newlines[cut]) + 1 if cut < len(newlines) else n
+        chunk = view[pos:end]
         try:
-            _, used = codecs.utf_8_decode(view[pos:end], "strict", end == n)
-        except UnicodeDecodeError as exc:
-            spans.append((pos + exc.start, pos + exc.end))
-            pos += exc.end
-            continue
-        pos += used  # short of ``end`` by a sequence the chunk cut: the next chunk starts with it
-    return spans
-
-
-def _replace_spans(raw: bytes, spans: list[tuple[int, int]]) -> bytes:
-    """``raw`` with each span replaced by U+FFFD (shown in the report's text of the row)."""
-    pieces, last = [], 0
-    for start, end in spans:
-        pieces += [raw[last:start], "\ufffd".encode()]
-        last = end
-    pieces.append(raw[last:])
-    return b"".join(pieces)
+            codecs.utf_8_decode(chunk, "strict", True)
+        except UnicodeDecodeError:
+            fixed = codecs.utf_8_decode(chunk, "replace", True)[0].encode("utf-8")
+            fixed_data = np.frombuffer(fixed, dtype=np.uint8)
+            lo, hi = np.searchsorted(newlines, [pos, end])  # the chunk's newlines
+            n_lines = int(hi - lo) + 1
+            before = np.bincount(_replacement_lines(data[pos:end], newlines[lo:hi] - pos), minlength=n_lines)
+            after_fix = np.bincount(_replacement_lines(fixed_data, np.flatnonzero(fixed_data == 0x0A)),
+                                    minlength=n_lines)
+            bad_lines.append(np.flatnonzero(after_fix > before) + lo + 1)  # lo lines come before
+            chunk, replaced = fixed, True
+        pieces.append(chunk)
+        pos = end
+    if not replaced:
+        return raw, np.empty(0, np.int64)
+    return b"".join(pieces), np.concatenate(bad_lines).astype(np.int64)
 
 
 def _as_text(arr: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -853,14 +871,8 @@ class RetailRocketLoader:
         if not raw.partition(b"\n")[2]:  # a header without even a newline: pyarrow cannot skip it
             table = pa.table({name: pa.array([], pa.string()) for name in header})
             return _Parsed(table=table, lines=np.empty(0, np.int64), invalid=[], typed=False)
-        spans = _invalid_utf8(raw)
-        not_utf8 = np.empty(0, np.int64)
-        if spans:
-            newlines = np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == 0x0A)
-            starts = np.fromiter((s for s, _ in spans), dtype=np.int64, count=len(spans))
-            not_utf8 = np.unique(np.searchsorted(newlines, starts, side="left") + 1)
-            not_utf8 = not_utf8[not_utf8 > 1]  # a bad byte in the header only garbles a name
-            raw = _replace_spans(raw, spans)
+        raw, not_utf8 = _replace_invalid_utf8(raw)
+        not_utf8 = not_utf8[not_utf8 > 1]  # a bad byte in the header only garbles a name
         invalid: list[tuple[int | None, str, int, int]] = []
 
         def handler(row: pv.InvalidRow) -> str:
