@@ -127,13 +127,48 @@ def test_column_mixing_seconds_and_milliseconds_is_refused(tmp_path: Path) -> No
     assert "timestamp_unit" in message
 
 
-@pytest.mark.parametrize("bad", ["0", "17", "99999999999999999", str(4_200_000_000_000)])
-def test_impossible_times_are_refused(tmp_path: Path, bad: str) -> None:
+@pytest.mark.parametrize("bad", ["143062", "0", "17", "99999999999999999", str(4_200_000_000_000), str(T_S)])
+def test_an_isolated_implausible_timestamp_drops_only_its_row(tmp_path: Path, bad: str) -> None:
+    # a truncated value, garbage, or one lone value that looks like another unit
     rows = views(10)
-    rows[2] = f"{bad},2,view,2,"
+    rows[2] = f"{bad},2,view,2,"  # line 4
     write_events(tmp_path, rows)
-    with pytest.raises(DataError, match=f"line 4: {bad}"):
+    loader = RetailRocketLoader(tmp_path)
+    events = loader.load_events(join_categories=False)
+    assert len(events) == 9 and events["timestamp"].dt.year.eq(2015).all()
+    dropped = loader.report.to_frame()
+    assert dropped[["line", "reason", "column", "value"]].values.tolist() == [
+        [4, "implausible timestamp", "timestamp", bad]
+    ]
+    with pytest.raises(DataError, match=f"line 4: implausible timestamp \\[timestamp='{bad}'\\]"):
+        RetailRocketLoader(tmp_path, strict=True).load_events()
+
+
+def test_many_implausible_timestamps_refuse_the_file(tmp_path: Path) -> None:
+    rows = views(10)
+    for i, bad in ((2, "0"), (5, "143062"), (7, "17")):
+        rows[i] = f"{bad},{i},view,{i},"
+    write_events(tmp_path, rows)
+    with pytest.raises(DataError, match="3 of 10 rows") as info:
         RetailRocketLoader(tmp_path).load_events()
+    message = str(info.value)
+    assert "implausible timestamp: 3" in message
+    assert "line 4: 0" in message and "line 7: 143062" in message  # the hint shows the values
+    assert len(RetailRocketLoader(tmp_path, max_dropped_share=0.5).load_events(join_categories=False)) == 7
+
+
+def test_one_percent_of_values_in_another_unit_is_a_mixed_column(tmp_path: Path) -> None:
+    rows = views(200)
+    rows[50] = f"{T_S + 50},50,view,50,"  # line 52: one value looks like seconds, a damaged row
+    write_events(tmp_path, rows)
+    loader = RetailRocketLoader(tmp_path)
+    assert len(loader.load_events(join_categories=False)) == 199
+    assert loader.report.counts() == {"implausible timestamp": 1}
+    rows[120] = f"{T_S + 120},20,view,20,"  # line 122: two of 200 (1%) are a second unit
+    write_events(tmp_path, rows)
+    with pytest.raises(DataError, match="mixes timestamp units") as info:
+        RetailRocketLoader(tmp_path).load_events()
+    assert "line 52" in str(info.value) and "line 122" in str(info.value)
 
 
 def test_explicit_unit_converts_and_checks(tmp_path: Path) -> None:

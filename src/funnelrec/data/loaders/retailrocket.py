@@ -20,8 +20,11 @@ duplicate rows are dropped and counted. A file where more than ``max_dropped_sha
 are dropped, or an events file without a usable row, is refused with :class:`DataError`.
 
 Integer timestamps may count seconds, milliseconds, microseconds or nanoseconds: the unit is
-detected per file (``timestamp_unit="auto"``) or given, and a column that mixes units or lies
-outside 1990-2100 is refused, naming lines and values.
+detected per file (``timestamp_unit="auto"``: the unit most values fit, as times between 1990
+and 2100) or given. A detected column where another unit fits 2 values or more and 1% of them
+mixes units and is refused, naming lines and values. Any other value that is no such time in
+the unit (say a truncated ``143062``) drops its row as an "implausible timestamp", reported and
+counted toward ``max_dropped_share``, so a file where many are implausible is refused too.
 """
 
 from __future__ import annotations
@@ -117,6 +120,12 @@ _TREE_SPEC = {"categoryid": _ID, "parentid": _OPT_ID}
 _DROP_COLUMNS = ["file", "line", "reason", "column", "value", "text"]
 _DUPLICATE = "duplicate row"
 _NOT_UTF8 = "not UTF-8"
+_IMPLAUSIBLE_TIME = "implausible timestamp"
+#: A detected timestamp unit is refused as mixed when another unit fits at least this many
+#: values and this share of the column: one truncated or garbled value is a damaged row, a
+#: steady share in another unit is a file concatenated from two exports.
+_MIXED_MIN_VALUES = 2
+_MIXED_SHARE = 0.01
 _STRICT_SHOWN = 5
 _SHOWN = 5  # offending values quoted in an error
 _DECODE_CHUNK = 1 << 24  # bytes decoded at a time when looking for bytes that are not UTF-8
@@ -457,8 +466,10 @@ class RetailRocketLoader:
         ids (code = position), :func:`save_id_maps` writes them.
     timestamp_unit
         ``"auto"`` (detect per file: seconds, milliseconds, microseconds or nanoseconds by
-        magnitude) or one of ``"s"``, ``"ms"``, ``"us"``, ``"ns"``. Either way a column that
-        mixes units or lies outside 1990-01-01..2100-01-01 is refused.
+        magnitude) or one of ``"s"``, ``"ms"``, ``"us"``, ``"ns"``. Detected, a column that mixes
+        units (another unit fits 2 values or more and 1% of them) is refused. A value that is no
+        time between 1990-01-01 and 2100-01-01 in the unit drops its row (an "implausible
+        timestamp", counted toward ``max_dropped_share``).
     max_dropped_share
         The share of a file's rows that may be dropped as unreadable before the file is
         refused (default :data:`DEFAULT_MAX_DROPPED_SHARE`, 0.1; 1.0 keeps whatever is readable).
@@ -543,8 +554,8 @@ class RetailRocketLoader:
         Columns: timestamp, visitor_id, event, item_id, transaction_id and, with
         ``join_categories``, category_id (the latest ``categoryid`` property of the item; <NA>
         for items without one, and for all items when the property files are absent).
-        Raises :class:`DataError` when the file has no usable event, too many bad rows, or a
-        timestamp column that mixes units or lies outside 1990-2100.
+        Raises :class:`DataError` when the file has no usable event, too many bad rows (an
+        implausible timestamp is one), or a timestamp column that mixes units.
         """
         path = self._events_path()
         header = _read_header(path)
@@ -745,17 +756,26 @@ class RetailRocketLoader:
         cols: Columns = {}
         problems: list[tuple[np.ndarray, str, str | None]] = []
         nulls: list[np.ndarray] = []
+        units: dict[str, str] = {}  # timestamp column -> its unit
+        epoch_hints: list[str] = []
         for name, kind in spec.items():
             arr = table[name]
             if kind in _INT_KINDS:
                 if parsed.typed:
                     values, null = _int_values(arr)
+                    bad = np.zeros(n, dtype=bool)
                 else:
                     values, null, bad = _parse_int_text(arr)
                     problems.append((bad, f"non-integer {name}", name))
                 if kind in _REQUIRED:
                     problems.append((null, f"missing {name}", name))
-                if kind != _TIME:
+                if kind == _TIME:
+                    units[name], implausible, hint_text = self._timestamp_unit(
+                        path, name, values, ~(null | bad), parsed.line_of
+                    )
+                    problems.append((implausible, _IMPLAUSIBLE_TIME, name))
+                    epoch_hints += [hint_text] if hint_text else []
+                else:
                     problems.append((values < 0, f"negative {name}", name))
                 cols[name] = (values, null)
                 nulls.append(null)
@@ -827,12 +847,10 @@ class RetailRocketLoader:
             frame = frame[~duplicated].reset_index(drop=True)
             kept_idx = kept_idx[~duplicated]
         entry = self._record(path, parsed, n, len(frame), malformed, note)
-        self._check_usable(entry, required, hint)
-        lines = parsed.line_of(kept_idx)
-        for name, kind in spec.items():
-            if kind == _TIME:
-                frame[name] = self._epoch_ms(path, name, frame[name].to_numpy(), lines)
-        return frame, lines
+        self._check_usable(entry, required, hint, epoch_hints)
+        for name, unit in units.items():
+            frame[name] = epoch_to_ms(frame[name].to_numpy(), unit)
+        return frame, parsed.line_of(kept_idx)
 
     def _parse_typed(self, path: Path, header: list[str], spec: dict[str, str]) -> _Parsed | None:
         """The fast path: typed, multi-threaded. None when any row needs a closer look."""
@@ -914,21 +932,46 @@ class RetailRocketLoader:
             return data
         return pd.arrays.IntegerArray(data, null)
 
-    def _epoch_ms(self, path: Path, column: str, values: np.ndarray, lines: np.ndarray) -> np.ndarray:
-        """Timestamps in the file's unit (detected or given) as milliseconds, or DataError."""
-        check = check_epoch(values, self.timestamp_unit)
-        if not check.ok:
-            bad = np.flatnonzero(check.bad)[:_SHOWN]
-            examples = [f"line {lines[i]}: {values[i]}" for i in bad]
-            raise DataError(f"{path}: {epoch_problem(check, column, examples)}")
-        if check.detected and check.unit != "ms" and len(values):
-            logger.info("{}: column {!r} counts {} since the epoch (detected); read as such",
-                        path, column, UNIT_NAMES[check.unit])
-        return epoch_to_ms(values, check.unit)
+    def _timestamp_unit(
+        self, path: Path, column: str, values: np.ndarray, readable: np.ndarray, line_of: Callable
+    ) -> tuple[str, np.ndarray, str]:
+        """The unit of a timestamp column, the mask of its implausible values, and what to say
+        about them if the file is refused for its dropped rows (``""``: nothing implausible).
+
+        The rule: the unit is ``timestamp_unit``, or (``"auto"``) the unit most of the column's
+        values fit (a time between 1990-01-01 and 2100-01-01). Detected, a column where another
+        unit fits at least :data:`_MIXED_MIN_VALUES` values and :data:`_MIXED_SHARE` of them mixes
+        units and is refused (:class:`DataError`). Any other value that is no time in the unit
+        (a truncated or garbled one, or one in another unit given an explicit unit) makes its row
+        an ``implausible timestamp``: dropped, reported and counted toward ``max_dropped_share``.
+        ``readable``: the values that are integers at all (the others are reported already).
+        """
+        idx = np.flatnonzero(readable)
+        check = check_epoch(values[idx], self.timestamp_unit)
+        implausible = np.zeros(len(values), dtype=bool)
+        implausible[idx[check.bad]] = True
+        if check.detected:
+            mixed = [u for u, k in check.fits.items()
+                     if u != "none" and k >= max(_MIXED_MIN_VALUES, _MIXED_SHARE * len(idx))]
+            if mixed:
+                # examples: values of the other unit(s), not garbage that fits none
+                bad_idx = idx[check.bad]
+                other = np.logical_or.reduce([~check_epoch(values[bad_idx], u).bad for u in mixed])
+                shown = bad_idx[other][:_SHOWN]
+                examples = [f"line {line}: {value}" for line, value in zip(line_of(shown), values[shown], strict=True)]
+                raise DataError(f"{path}: {epoch_problem(check, column, examples)}")
+            if check.unit != "ms" and len(idx):
+                logger.info("{}: column {!r} counts {} since the epoch (detected); read as such",
+                            path, column, UNIT_NAMES[check.unit])
+        if not implausible.any():
+            return check.unit, implausible, ""
+        shown = idx[check.bad][:_SHOWN]
+        examples = [f"line {line}: {value}" for line, value in zip(line_of(shown), values[shown], strict=True)]
+        return check.unit, implausible, epoch_problem(check, column, examples)
 
     # ------------------------------------------------------------------ report
 
-    def _check_usable(self, entry: FileLoad, required: bool, hint) -> None:
+    def _check_usable(self, entry: FileLoad, required: bool, hint, epoch_hints: Iterable[str] = ()) -> None:
         """No usable row (when ``required``), or too many dropped rows: DataError."""
         if required and entry.rows_returned == 0:
             if entry.rows_read == 0:
@@ -946,6 +989,7 @@ class RetailRocketLoader:
         hints = hint(entry) if hint else []
         if entry.counts().get(_NOT_UTF8):
             hints.append("re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)")
+        hints.extend(epoch_hints)  # what the implausible timestamps look like
         text = "\n".join([head, entry.summary(max_rows=5)])
         raise DataError(text + ("\nHint: " + "; ".join(hints) if hints else ""))
 
