@@ -40,7 +40,7 @@ from funnelrec.models import (
     TwoTowerRecommender,
 )
 from funnelrec.models.artifacts import CHECKSUM_KEY, atomic_dir, read_npz, recover_interrupted_save
-from funnelrec.models.base import ArtifactError, Recommender
+from funnelrec.models.base import REGISTRY, ArtifactError, Recommender
 from funnelrec.models.explainable.explainer import RecommendationExplainer
 from funnelrec.serving.app import create_app, find_model_dirs, load_artifacts
 
@@ -529,6 +529,35 @@ EXPECTED = {
                             r"\(372\.5 GiB\)",
     "a non-object config": r"config\.json is corrupted: expected a JSON object",
 }
+
+
+class _RenamedParamPopular(PopularItemsRecommender):
+    """A model whose earlier release called ``half_life_days`` ``decay_days`` and had a
+    ``legacy_cutoff`` it no longer takes: its compatibility hook maps them."""
+
+    @classmethod
+    def _saved_params(cls, params):
+        if "decay_days" in params:
+            params["half_life_days"] = params.pop("decay_days")
+        params.pop("legacy_cutoff", None)
+        return params
+
+
+def test_the_compatibility_hook_runs_before_the_parameters_are_checked(tiny_split, tmp_path, monkeypatch):
+    monkeypatch.setitem(REGISTRY, "renamed_popular", _RenamedParamPopular)
+    monkeypatch.setattr(_RenamedParamPopular, "registry_key", "renamed_popular")
+    folder = _RenamedParamPopular(half_life_days=3.0).fit(tiny_split[0]).save(tmp_path / "renamed")
+
+    def as_older_release(config):
+        config["params"]["decay_days"] = config["params"].pop("half_life_days")
+        config["params"]["legacy_cutoff"] = 7
+
+    edit_config(folder, as_older_release)
+    loaded = Recommender.load(folder)
+    assert type(loaded) is _RenamedParamPopular and loaded.half_life_days == 3.0
+    edit_config(folder, lambda config: config["params"].update(bogus=1))  # still refused
+    with pytest.raises(ArtifactError, match=r"takes no parameter\(s\) \['bogus'\]"):
+        Recommender.load(folder)
 
 
 @pytest.mark.parametrize("tamper", list(TAMPERS))

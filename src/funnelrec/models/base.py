@@ -513,7 +513,9 @@ class Recommender(ABC):
     def _saved_params(cls, params: dict[str, Any]) -> dict[str, Any]:
         """Constructor arguments from a saved ``config.json``. A model whose parameters grew
         since an earlier release fills in what an older file lacks with the behaviour that
-        release had (not today's default), so old files load and score as they did."""
+        release had (not today's default), so old files load and score as they did; one that
+        renamed or dropped a parameter maps the old name here. Runs before the parameters are
+        checked (:meth:`_check_saved_params`)."""
         return params
 
     @classmethod
@@ -620,10 +622,14 @@ class Recommender(ABC):
             raise ArtifactError(f"{config_path}: {exc.args[0]}") from None
         if not issubclass(model_cls, cls):
             raise ArtifactError(f"{path} holds a {model_cls.__name__}, not a {cls.__name__}")
-        model_cls._check_saved_params(params, config_path)
         try:
-            model = model_cls(**model_cls._saved_params(dict(params)))
-        except (TypeError, ValueError) as exc:
+            # the compatibility hook first: it may rename or drop a parameter of an older release
+            params = model_cls._saved_params(dict(params))
+            model_cls._check_saved_params(params, config_path)
+            model = model_cls(**params)
+        except ArtifactError:
+            raise
+        except (TypeError, ValueError, KeyError) as exc:
             raise ArtifactError(f"{config_path}: bad parameters for {model_cls.__name__}: {exc}") from exc
         verify_checksums(path, config, config_path)
         state_path = path / STATE_FILE
